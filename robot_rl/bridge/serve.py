@@ -1,0 +1,129 @@
+"""Assemble a robot server from a backend, a task and cameras: `robot-rl serve` and embedded twins.
+
+    stack = start_server(ServeConfig(backend="twin", task="pick_cube"))   # serves on a thread
+    ...
+    stack.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+from robot_rl.bridge.server import RobotServer, ServerConfig
+from robot_rl.control.runtime import ProcessRuntime, SteppedRuntime, ThreadRuntime
+from robot_rl.drivers.camera import FrameSource
+from robot_rl.errors import ConfigError
+from robot_rl.task_spec import TaskSpec, load_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`robot-rl serve`: which arm, which task, where to listen."""
+
+    backend: Literal["twin", "franka", "ur"] = "twin"
+    """Arm backend. Only the MuJoCo twin is implemented so far."""
+    task: str = "pick_cube"
+    """Task name in tasks/ (or a YAML path): workspace box, limits, gains, cameras, twin scene."""
+    bind: str = "tcp://127.0.0.1:5555"
+    """Request socket. Binding beyond loopback requires --keys-dir."""
+    pub_bind: str | None = None
+    """PUB stream; default: request port + 1; "" disables."""
+    keys_dir: str | None = None
+    """CurveZMQ keys made by `robot-rl keys`."""
+    pace: Literal["fast", "realtime"] = "fast"
+    """Twin only. fast: each command advances simulated time as fast as possible (training);
+    realtime: a paced 1 kHz loop like a real robot (watchdog in wall time)."""
+    loop: Literal["process", "thread"] = "process"
+    """Where the real-time 1 kHz loop runs (`robot-rl bench controller` compares them)."""
+    rt_priority: int | None = None
+    """SCHED_FIFO priority for the control process (needs CAP_SYS_NICE; PREEMPT_RT kernels)."""
+    camera_fps: float = 30.0
+    """Real-time twin cameras render at this rate (newest-frame semantics)."""
+    seed: int = 0
+    """Initial scene layout of the twin."""
+
+
+@dataclass
+class ServerStack:
+    """A running server with its runtime and cameras; `close()` stops all of it."""
+
+    server: RobotServer
+    runtime: object
+    frames: FrameSource
+    task: TaskSpec
+    thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    def close(self) -> None:
+        self.server.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=5.0)
+        else:
+            self.server.close()
+        self.frames.close()
+        self.runtime.close()
+
+
+def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
+    """Create runtime, cameras and server (not yet serving)."""
+    task = task or load_task(cfg.task)
+    if cfg.backend != "twin":
+        raise ConfigError(
+            f"the {cfg.backend} backend is not implemented yet: robot_rl drives the MuJoCo twin today; "
+            "the Franka (pylibfranka/franky) and UR (ur_rtde) backends will implement drivers/arm.py's "
+            "ArmBackend behind this same server")
+    from robot_rl.twin.backend import TwinBackend, core_config, scene_source
+    from robot_rl.twin.camera import TwinCameras
+
+    factory = TwinBackend(task, initial_seed=cfg.seed)
+    if cfg.pace == "fast":
+        runtime = SteppedRuntime(factory, core_config(task))
+    elif cfg.loop == "thread":
+        runtime = ThreadRuntime(factory, core_config(task))
+    else:
+        runtime = ProcessRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
+    try:
+        frames = TwinCameras(scene_source(task), task.cameras, randomize_visuals=task.twin.randomize_visuals)
+        if runtime.realtime:
+            def newest_state():
+                snap = runtime.snapshot()
+                return snap.get("sim_state"), snap.t_capture_ns
+            frames.start_streaming(newest_state, fps=cfg.camera_fps)
+        server = RobotServer(ServerConfig(bind=cfg.bind, pub_bind=cfg.pub_bind, keys_dir=cfg.keys_dir),
+                             runtime=runtime, frames=frames, task=task, arm=factory.arm_spec(), backend=cfg.backend)
+    except BaseException:
+        runtime.close()
+        raise
+    return ServerStack(server, runtime, frames, task)
+
+
+def start_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
+    """Build and serve on a background thread (embedded twins, tests, benchmarks)."""
+    stack = build_server(cfg, task=task)
+    stack.thread = threading.Thread(target=stack.server.serve_forever, name="robot-server", daemon=True)
+    stack.thread.start()
+    return stack
+
+
+def run(cfg: ServeConfig) -> None:
+    """`robot-rl serve`: serve in the foreground until SIGINT/SIGTERM."""
+    stack = build_server(cfg)
+    stop = lambda *_: stack.server.stop()  # noqa: E731
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print(f"robot-rl serve: {cfg.backend} backend, task {stack.task.name}, requests {stack.server.address}, "
+          f"PUB {stack.server.pub_address or 'off'}, pace {cfg.pace}. Ctrl-C stops.", flush=True)
+    try:
+        stack.server.serve_forever()
+    finally:
+        stack.frames.close()
+        stack.runtime.close()

@@ -1,0 +1,441 @@
+"""The control loop body: one `step()` per 1 kHz tick, owning the arm backend.
+
+`ControlCore` turns commands into torques: it tracks client targets with the Cartesian impedance
+law, holds the pose when the controlling client goes silent (watchdog) or a reflex fires, runs
+reset motions, and writes a snapshot every tick. It has no clock of its own (time comes from the
+arm reading) and no sockets: runtimes (`control/runtime.py`) decide where and how often it runs.
+
+Threading: exactly one thread calls `step()`, `submit()` may be called from any thread (it only
+appends to a deque), `events()` is drained by the server thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, replace
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from robot_rl.control import impedance
+from robot_rl.control.impedance import (PRECISION_GAINS, GainTargets, ImpedanceGains, JointGains,
+                                        LawLimits, LawState)
+from robot_rl.control.safety import CommandLimits, WorkspaceBox
+from robot_rl.control.snapshot import FAULT_TEXT, Fault, Mode, SnapshotBuffer, SnapshotLayout
+from robot_rl.control.trajectory import JointSegment, PoseSegment
+from robot_rl.drivers.arm import ArmBackend, ArmReading
+
+
+class SceneHooks(Protocol):
+    """Extra duties of a simulated backend: scene resets and ground truth. Real arms have none."""
+
+    privileged_sizes: tuple[tuple[str, int], ...]
+    sim_state_size: int
+
+    def reset_scene(self, seed: int) -> None:
+        """Re-randomize object poses (physics only), deterministically from `seed`."""
+        ...
+
+    def after_tick(self) -> None:
+        """Update per-tick ground-truth trackers (peak contact force, TCP excursion)."""
+        ...
+
+    def write_privileged(self, out: dict[str, np.ndarray]) -> None:
+        """Fill the named privileged vectors in place."""
+        ...
+
+    def write_sim_state(self, out: np.ndarray) -> None:
+        """Fill the simulator state renderers need (qpos, mocap poses)."""
+        ...
+
+    def teleport_arm(self, pose_base_tcp: np.ndarray, gripper_width_m: float) -> None:
+        """Place the arm at rest at a pose (simulation-only fast, deterministic resets)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TargetCommand:
+    """Track `target_pose` (already validated and box-clipped by the server)."""
+
+    seq: int
+    target_pose: np.ndarray
+    gripper_width_m: float | None
+    target_clipped: bool = False
+
+
+@dataclass(frozen=True)
+class ResetCommand:
+    """Move to `goal_pose` (optionally through a joint reset) and re-randomize the scene."""
+
+    request_id: int
+    goal_pose: np.ndarray
+    joint_reset: bool = False
+    scene_seed: int | None = None
+    open_gripper: bool = True
+    gripper_width_m: float | None = None
+    """Gripper opening once at the reset pose (None: stay open)."""
+    teleport: bool = False
+    """Simulation only: place the arm at the goal instead of moving there (deterministic, fast)."""
+
+
+@dataclass(frozen=True)
+class ClearErrorCommand:
+    """Leave REFLEX: recover the backend and hold the current pose."""
+
+
+@dataclass(frozen=True)
+class ParamsCommand:
+    """Replace gains, box or limits. Fields left None keep their value."""
+
+    gains: ImpedanceGains | None = None
+    box: WorkspaceBox | None = None
+    limits: CommandLimits | None = None
+
+
+@dataclass(frozen=True)
+class CoreEvent:
+    """Something the server must hear about: a reset finished or failed."""
+
+    kind: str
+    """"reset_done" or "reset_failed"."""
+    request_id: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ResetMotion:
+    """How resets move: speeds, lift and settle criteria."""
+
+    speed_m_per_s: float = 0.2
+    """Peak TCP speed of reset motions (planned free-space moves; the task's TCP speed limit is
+    raised to 1.2× this while resetting)."""
+    speed_rad_per_s: float = 1.0
+    joint_speed_rad_per_s: float = 0.8
+    gripper_open_s: float = 0.3
+    """Time allowed for the gripper to open before moving."""
+    settle_tol_m: float = 0.003
+    settle_speed_m_per_s: float = 0.01
+    settle_timeout_s: float = 2.0
+    scene_settle_s: float = 0.15
+    """Time objects get to come to rest after being placed."""
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Everything the control core needs besides the backend."""
+
+    gains: ImpedanceGains = ImpedanceGains()
+    reset_gains: ImpedanceGains = PRECISION_GAINS
+    law: LawLimits = LawLimits()
+    box: WorkspaceBox = WorkspaceBox()
+    limits: CommandLimits = CommandLimits()
+    joint_gains: JointGains = JointGains()
+    reset: ResetMotion = ResetMotion()
+    joint_limit_margin_rad: float = 0.005
+    """Reflex when a joint comes this close to its position limit."""
+    joint_velocity_margin: float = 1.0
+    """Reflex when a joint exceeds this fraction of its velocity limit."""
+
+
+Ticks = Iterator[np.ndarray | None]
+
+
+@dataclass
+class _Reset:
+    request_id: int
+    steps: Ticks
+    joint_target: np.ndarray | None = None
+
+
+class ControlCore:
+    """See the module docstring. `buffer` receives one snapshot per tick."""
+
+    def __init__(self, backend: ArmBackend, config: CoreConfig, *, scene: SceneHooks | None = None,
+                 buffer: SnapshotBuffer | None = None) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self.config = replace(config, law=replace(config.law, torque_limit_nm=tuple(self.spec.torque_limit_nm)))
+        self.scene = scene
+        self.layout = SnapshotLayout(
+            n_joints=self.spec.n_joints,
+            privileged_sizes=scene.privileged_sizes if scene else (),
+            sim_state_size=scene.sim_state_size if scene else 0,
+        )
+        self.buffer = buffer if buffer is not None else SnapshotBuffer(self.layout)
+        self._slices = self.layout.float_slices()
+        self._priv_views = {name: self.buffer.floats[self._slices["priv." + name]]
+                            for name, _ in self.layout.privileged_sizes}
+        self._inbox: collections.deque = collections.deque()
+        self._events: collections.deque[CoreEvent] = collections.deque()
+        self._q_home = np.asarray(self.spec.q_home_rad, dtype=np.float64)
+        self._q_min = np.asarray(self.spec.q_min_rad)
+        self._q_max = np.asarray(self.spec.q_max_rad)
+        self._dq_reflex = np.asarray(self.spec.dq_max_rad_per_s) * self.config.joint_velocity_margin
+        self._q_lo = self._q_min + self.config.joint_limit_margin_rad
+        self._q_hi = self._q_max - self.config.joint_limit_margin_rad
+        self._gain_targets = GainTargets.of(self.config.gains)
+        self._reset_law = replace(self.config.law, max_tcp_speed_m_per_s=max(
+            self.config.law.max_tcp_speed_m_per_s, 1.2 * self.config.reset.speed_m_per_s))
+        self._law: LawState | None = None
+        self._target = np.zeros(7)
+        self._mode = Mode.HOLD
+        self._fault = Fault.NONE
+        self._fault_value = 0.0
+        self._command_seq = 0
+        self._target_clipped = False
+        self._last_command_ns = 0
+        self._watchdog_trips = 0
+        self._reset: _Reset | None = None
+        self._reset_id_done = 0
+        self._tick = 0
+        self._now_ns = 0
+        self._gripper_width = self.spec.gripper_max_width_m
+        self._last_tau = np.zeros(self.spec.n_joints)
+        self._reading: ArmReading | None = None
+
+    # ---- any thread -------------------------------------------------------------------------
+
+    def submit(self, command: TargetCommand | ResetCommand | ClearErrorCommand | ParamsCommand) -> None:
+        """Queue a command for the next tick (thread-safe)."""
+        self._inbox.append(command)
+
+    def events(self) -> list[CoreEvent]:
+        """Drain events emitted since the last call."""
+        out = []
+        while self._events:
+            out.append(self._events.popleft())
+        return out
+
+    # ---- control thread only ------------------------------------------------------------------
+
+    def step(self) -> ArmReading:
+        """One tick: read the arm, apply commands, compute and send torques, write the snapshot."""
+        reading = self.backend.read()
+        self._reading = reading
+        self._now_ns = reading.t_capture_ns
+        if self._law is None:
+            self._hold_at(reading, gains=self.config.gains)
+        while self._inbox:
+            if self._apply(self._inbox.popleft(), reading):
+                reading = self.backend.read()  # the simulator state jumped (teleport)
+                self._reading = reading
+        if self._mode != Mode.REFLEX:
+            self._check_faults(reading)
+        if (self._mode == Mode.TRACK
+                and self._now_ns - self._last_command_ns > self.config.limits.watchdog_s * 1e9):
+            self._mode = Mode.WATCHDOG_HOLD
+            self._watchdog_trips += 1
+            self._hold_at(reading)
+
+        joint_target = self._advance_reset(reading) if self._reset is not None else None
+        if joint_target is not None:
+            k, d = self.config.joint_gains.vectors()
+            tau, remembered = impedance.joint_impedance_step(self._law.prev_tau_nm, reading, joint_target, k, d,
+                                                             self.config.law)
+            self._law = replace(self._law, ref_pose=reading.pose_base_tcp.copy(), prev_tau_nm=remembered)
+            self._target = reading.pose_base_tcp.copy()
+        else:
+            law = self._reset_law if self._mode == Mode.MOVING else self.config.law
+            self._law, tau = impedance.cartesian_impedance_step(self._law, reading, self._target, self._gain_targets,
+                                                                self._q_home, law)
+        self.backend.write_torque(tau)
+        self._last_tau = tau
+        self._tick += 1
+        if self.scene is not None:
+            self.scene.after_tick()
+        self._write_snapshot(reading)
+        return reading
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _hold_at(self, reading: ArmReading, *, gains: ImpedanceGains | None = None) -> None:
+        """Hold the measured pose: the spring force vanishes at once, damping brakes the arm."""
+        pose = reading.pose_base_tcp.copy()
+        self._target = pose
+        if self._law is None:
+            self._law = LawState.initial(pose, gains or self.config.gains, self.spec.n_joints)
+        else:
+            self._law = replace(self._law, ref_pose=pose)
+
+    def _set_gripper(self, width_m: float) -> None:
+        width = float(np.clip(width_m, 0.0, self.spec.gripper_max_width_m))
+        if width != self._gripper_width:
+            self._gripper_width = width
+            self.backend.set_gripper(width)
+
+    def _apply(self, cmd: object, reading: ArmReading) -> bool:
+        """Apply one command; True when the arm state jumped and must be read again."""
+        if isinstance(cmd, TargetCommand):
+            if self._mode in (Mode.REFLEX, Mode.MOVING):
+                return False  # the server refuses these with an error reply; never move here
+            # Defence in depth: the server validated, the loop clips to the box again.
+            target, clipped = self.config.box.clip(cmd.target_pose)
+            self._target = target
+            self._target_clipped = clipped or cmd.target_clipped
+            self._command_seq = cmd.seq
+            self._last_command_ns = self._now_ns
+            self._mode = Mode.TRACK
+            if cmd.gripper_width_m is not None:
+                self._set_gripper(cmd.gripper_width_m)
+        elif isinstance(cmd, ResetCommand):
+            if self._mode == Mode.REFLEX:
+                self._events.append(CoreEvent("reset_failed", cmd.request_id,
+                                              f"robot is in reflex ({self._fault_text()}): send clear_error first"))
+                return False
+            if self._reset is not None:
+                self._events.append(CoreEvent("reset_failed", self._reset.request_id, "superseded by a new reset"))
+            self._mode = Mode.MOVING
+            if cmd.teleport and self.scene is not None:
+                self._teleport(cmd)
+                self._reset = _Reset(cmd.request_id, self._settle_steps(cmd))
+                return True
+            self._gain_targets = GainTargets.of(self.config.reset_gains)
+            self._reset = _Reset(cmd.request_id, self._reset_steps(cmd, reading))
+        elif isinstance(cmd, ClearErrorCommand):
+            if self._mode == Mode.REFLEX:
+                self.backend.recover()
+                self._fault = Fault.NONE
+                self._fault_value = 0.0
+                self._mode = Mode.HOLD
+                self._hold_at(reading)
+        elif isinstance(cmd, ParamsCommand):
+            self.config = replace(self.config, gains=cmd.gains or self.config.gains,
+                                  box=cmd.box or self.config.box, limits=cmd.limits or self.config.limits)
+            if self._mode != Mode.MOVING:
+                self._gain_targets = GainTargets.of(self.config.gains)
+        else:  # pragma: no cover - internal misuse
+            raise TypeError(f"unknown core command {type(cmd).__name__}")
+        return False
+
+    def _teleport(self, cmd: ResetCommand) -> None:
+        width = self.spec.gripper_max_width_m if cmd.gripper_width_m is None else cmd.gripper_width_m
+        self.scene.teleport_arm(cmd.goal_pose, width)
+        self._gripper_width = width
+        if cmd.scene_seed is not None:
+            self.scene.reset_scene(cmd.scene_seed)
+        # Start the law afresh at the goal: no filter or torque history crosses a teleport, so
+        # two resets with the same seed give the same state.
+        self._law = LawState.initial(cmd.goal_pose, self.config.gains, self.spec.n_joints)
+        self._gain_targets = GainTargets.of(self.config.gains)
+        self._target = np.array(cmd.goal_pose, dtype=np.float64)
+
+    def _settle_steps(self, cmd: ResetCommand) -> Ticks:
+        for _ in range(int(self.config.reset.scene_settle_s / self.config.law.tick_s)):
+            yield None
+
+    def _fault_text(self) -> str:
+        return FAULT_TEXT[self._fault].format(value=self._fault_value)
+
+    def _enter_reflex(self, fault: Fault, value: float, reading: ArmReading) -> None:
+        self._fault, self._fault_value, self._mode = fault, value, Mode.REFLEX
+        if self._reset is not None:
+            self._events.append(CoreEvent("reset_failed", self._reset.request_id, f"reflex: {self._fault_text()}"))
+            self._reset = None
+            self._gain_targets = GainTargets.of(self.config.gains)
+        self._hold_at(reading)
+
+    def _check_faults(self, reading: ArmReading) -> None:
+        w = reading.wrench_ext_base
+        force = math.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+        if force > self.config.limits.max_contact_force_n:
+            self._enter_reflex(Fault.CONTACT_FORCE, force, reading)
+            return
+        q, dq = reading.q_rad, reading.dq_rad_per_s
+        if (np.abs(dq) > self._dq_reflex).any():
+            self._enter_reflex(Fault.JOINT_VELOCITY, float(np.max(np.abs(dq))), reading)
+            return
+        if (q < self._q_lo).any() or (q > self._q_hi).any():
+            margin = np.minimum(q - self._q_min, self._q_max - q)
+            self._enter_reflex(Fault.JOINT_LIMIT, float(np.min(margin)), reading)
+
+    def _advance_reset(self, reading: ArmReading) -> np.ndarray | None:
+        try:
+            joint_target = next(self._reset.steps)
+        except StopIteration:
+            self._events.append(CoreEvent("reset_done", self._reset.request_id))
+            self._reset_id_done = self._reset.request_id
+            self._reset = None
+            self._gain_targets = GainTargets.of(self.config.gains)
+            self._mode = Mode.HOLD
+            return None
+        return joint_target
+
+    def _reset_steps(self, cmd: ResetCommand, start: ArmReading) -> Ticks:
+        """Generator run once per tick: yields a joint target (joint phase) or None (Cartesian phase,
+        with `self._target` set)."""
+        cfg = self.config.reset
+        tick_s = self.config.law.tick_s
+        speed = cfg.speed_m_per_s
+        if cmd.open_gripper and self.spec.gripper_max_width_m > 0:
+            opened_already = self._gripper_width >= self.spec.gripper_max_width_m
+            self._set_gripper(self.spec.gripper_max_width_m)
+            if not opened_already:
+                for _ in range(int(cfg.gripper_open_s / tick_s)):
+                    yield None
+        # Lift first, so a peg in a hole or a grasped object leaves vertically.
+        here = self._read_pose()
+        lifted = here.copy()
+        lifted[2] = max(here[2], cmd.goal_pose[2])
+        yield from self._follow(PoseSegment.plan(here, lifted, speed_m_per_s=speed,
+                                                 speed_rad_per_s=cfg.speed_rad_per_s))
+        if cmd.joint_reset:
+            seg = JointSegment.plan(self._last_q, self._q_home, speed_rad_per_s=cfg.joint_speed_rad_per_s)
+            for i in range(int(np.ceil(seg.duration_s / tick_s)) + 200):
+                yield seg.at(i * tick_s)
+            self._target = self._read_pose()
+        here = self._read_pose()
+        yield from self._follow(PoseSegment.plan(here, cmd.goal_pose, speed_m_per_s=speed,
+                                                 speed_rad_per_s=cfg.speed_rad_per_s))
+        if cmd.gripper_width_m is not None:
+            self._set_gripper(cmd.gripper_width_m)
+        if cmd.scene_seed is not None and self.scene is not None:
+            self.scene.reset_scene(cmd.scene_seed)
+        if cmd.gripper_width_m is not None or cmd.scene_seed is not None:
+            for _ in range(int(cfg.scene_settle_s / tick_s)):
+                yield None
+        for _ in range(int(cfg.settle_timeout_s / tick_s)):
+            pose = self._read_pose()
+            if (np.linalg.norm(pose[:3] - cmd.goal_pose[:3]) < cfg.settle_tol_m
+                    and np.linalg.norm(self._last_twist[:3]) < cfg.settle_speed_m_per_s):
+                break
+            yield None
+
+    def _follow(self, seg: PoseSegment) -> Ticks:
+        tick_s = self.config.law.tick_s
+        for i in range(int(np.ceil(seg.duration_s / tick_s)) + 1):
+            self._target = seg.at(i * tick_s)
+            yield None
+
+    # Values of the current tick's reading, for the reset generator.
+    def _read_pose(self) -> np.ndarray:
+        return self._reading.pose_base_tcp.copy()
+
+    @property
+    def _last_q(self) -> np.ndarray:
+        return self._reading.q_rad.copy()
+
+    @property
+    def _last_twist(self) -> np.ndarray:
+        return self._reading.twist_base_tcp
+
+    def _write_snapshot(self, reading: ArmReading) -> None:
+        b, s = self.buffer, self._slices
+        b.begin()
+        b.ints[1:] = (self._tick, reading.t_capture_ns, int(self._mode), int(self._fault), self._command_seq,
+                      self._reset_id_done, int(self._target_clipped), self._watchdog_trips)
+        f = b.floats
+        f[s["q"]] = reading.q_rad
+        f[s["dq"]] = reading.dq_rad_per_s
+        f[s["pose"]] = reading.pose_base_tcp
+        f[s["twist"]] = reading.twist_base_tcp
+        f[s["wrench"]] = reading.wrench_ext_base
+        f[s["gripper_width"]] = reading.gripper_width_m
+        f[s["target"]] = self._target
+        f[s["reference"]] = self._law.ref_pose
+        f[s["tau"]] = self._last_tau
+        f[s["fault_value"]] = self._fault_value
+        if self.scene is not None:
+            self.scene.write_privileged(self._priv_views)
+            self.scene.write_sim_state(f[s["sim_state"]])
+        b.commit()

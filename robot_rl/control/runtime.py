@@ -1,0 +1,384 @@
+"""Where the control core runs: stepped (as fast as possible), a thread, or its own process.
+
+- `SteppedRuntime`: the caller advances time (`advance(duration_s)`); simulated time, no pacing.
+  Used for training on the twin and for the in-process twin env.
+- `ThreadRuntime`: a 1 kHz thread in the server process, paced with an absolute deadline.
+- `ProcessRuntime`: the same loop in a child process; commands go through a pipe, state comes
+  back through a shared-memory snapshot, so socket, camera and Python work in the server process
+  cannot hold the loop's GIL. `robot-rl bench controller` measures both real-time options side
+  by side; the process runtime is the default for real-time serving (see README for figures).
+
+All runtimes offer the same calls to the server (one thread: the server's): `submit`,
+`snapshot`, `events`, `advance`, `wait_event`, `stats`, `close`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Callable, Protocol
+
+import numpy as np
+
+from robot_rl.control.core import ControlCore, CoreConfig, CoreEvent, SceneHooks
+from robot_rl.control.snapshot import Snapshot, SnapshotBuffer, SnapshotLayout
+from robot_rl.drivers.arm import ArmBackend, ArmSpec
+from robot_rl.errors import RobotRLError
+
+log = logging.getLogger(__name__)
+
+PERIOD_NS = 1_000_000
+SPIN_NS = 300_000
+"""Sleep until this long before each deadline, then spin: `time.sleep` overshoots by ~60–100 µs."""
+
+
+class BackendFactory(Protocol):
+    """Picklable recipe that builds the arm backend (and scene hooks) inside the control process."""
+
+    def build(self, *, realtime: bool) -> tuple[ArmBackend, SceneHooks | None]:
+        ...
+
+    def layout(self) -> SnapshotLayout:
+        """Snapshot layout the built backend will produce (known before building it)."""
+        ...
+
+    def arm_spec(self) -> ArmSpec:
+        """Static facts of the arm (known before building it)."""
+        ...
+
+
+class ControlLoopDied(RobotRLError):
+    """The control loop stopped (exception or crash); the arm is no longer commanded."""
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """Timing of the paced loop over its recent ticks."""
+
+    n_ticks: int
+    period_p50_us: float
+    period_jitter_p50_us: float
+    period_jitter_p99_us: float
+    period_jitter_max_us: float
+    overruns: int
+    """Ticks that started more than one period late."""
+    compute_p99_us: float
+    """Time spent inside `ControlCore.step` (read, law, write, snapshot), p99."""
+
+
+class _TickRecorder:
+    """Ring buffer of tick start times and compute durations (ns)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.starts = np.zeros(size, dtype=np.int64)
+        self.compute = np.zeros(size, dtype=np.int64)
+        self.n = 0
+        self.overruns = 0
+
+    def add(self, start_ns: int, compute_ns: int) -> None:
+        i = self.n % len(self.starts)
+        self.starts[i] = start_ns
+        self.compute[i] = compute_ns
+        self.n += 1
+
+    def reset(self) -> None:
+        self.n = 0
+        self.overruns = 0
+
+    def stats(self) -> LoopStats:
+        k = min(self.n, len(self.starts))
+        if k < 3:
+            return LoopStats(k, 0.0, 0.0, 0.0, 0.0, self.overruns, 0.0)
+        idx = (np.arange(self.n - k, self.n)) % len(self.starts)
+        periods = np.diff(self.starts[idx]) / 1e3
+        jitter = np.abs(periods - PERIOD_NS / 1e3)
+        return LoopStats(k, float(np.median(periods)), float(np.percentile(jitter, 50)),
+                         float(np.percentile(jitter, 99)), float(jitter.max()), self.overruns,
+                         float(np.percentile(self.compute[idx] / 1e3, 99)))
+
+
+def _paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: _TickRecorder,
+                on_tick: Callable[[], None], *, paced_by_hardware: bool) -> None:
+    """Run `core.step()` every PERIOD_NS with an absolute deadline until `stop()`."""
+    deadline = time.monotonic_ns()
+    while not stop():
+        if not paced_by_hardware:
+            deadline += PERIOD_NS
+            now = time.monotonic_ns()
+            if now > deadline + PERIOD_NS:  # more than a period late: skip ahead, don't burst
+                recorder.overruns += 1
+                deadline = now
+            elif deadline - now > SPIN_NS:
+                time.sleep((deadline - now - SPIN_NS) / 1e9)
+            while time.monotonic_ns() < deadline:
+                pass
+        start = time.monotonic_ns()
+        on_tick()
+        core.step()
+        recorder.add(start, time.monotonic_ns() - start)
+
+
+class SteppedRuntime:
+    """Core stepped by the caller in simulated time: `advance(0.1)` runs 100 ticks now."""
+
+    realtime = False
+
+    def __init__(self, factory: BackendFactory, config: CoreConfig) -> None:
+        backend, scene = factory.build(realtime=False)
+        self.core = ControlCore(backend, config, scene=scene)
+        self.layout = self.core.layout
+        self.tick_s = config.law.tick_s
+        self.core.step()  # one tick so a snapshot exists
+
+    def submit(self, command: object) -> None:
+        self.core.submit(command)
+
+    def snapshot(self) -> Snapshot:
+        snap = self.core.buffer.read()
+        assert snap is not None
+        return snap
+
+    def events(self) -> list[CoreEvent]:
+        return self.core.events()
+
+    def advance(self, duration_s: float) -> None:
+        for _ in range(int(round(duration_s / self.tick_s))):
+            self.core.step()
+
+    def wait_event(self, timeout_s: float) -> list[CoreEvent]:
+        """Tick until the core emits an event or `timeout_s` of simulated time passes."""
+        for _ in range(int(timeout_s / self.tick_s)):
+            self.core.step()
+            events = self.core.events()
+            if events:
+                return events
+        return []
+
+    def stats(self) -> LoopStats | None:
+        return None
+
+    def check_alive(self) -> None:
+        """Stepped runtimes cannot die behind the caller's back."""
+
+    def close(self) -> None:
+        self.core.backend.close()
+
+
+class ThreadRuntime:
+    """Core on a paced 1 kHz thread of this process."""
+
+    realtime = True
+
+    def __init__(self, factory: BackendFactory, config: CoreConfig) -> None:
+        backend, scene = factory.build(realtime=True)
+        self.core = ControlCore(backend, config, scene=scene)
+        self.layout = self.core.layout
+        self._stop = False
+        self._error: BaseException | None = None
+        self._recorder = _TickRecorder()
+        self._thread = threading.Thread(target=self._run, name="robot_rl-control-1kHz", daemon=True)
+        self._thread.start()
+        _wait_first_snapshot(self.core.buffer, self.check_alive)
+
+    def _run(self) -> None:
+        try:
+            _paced_loop(self.core, lambda: self._stop, self._recorder, lambda: None,
+                        paced_by_hardware=self.core.spec.paced_by_hardware)
+        except BaseException as exc:  # noqa: BLE001 - reported to the server thread, then the arm is released
+            log.exception("control loop stopped")
+            self._error = exc
+        finally:
+            self.core.backend.close()
+
+    def submit(self, command: object) -> None:
+        self.check_alive()
+        self.core.submit(command)
+
+    def snapshot(self) -> Snapshot:
+        snap = self.core.buffer.read()
+        assert snap is not None
+        return snap
+
+    def events(self) -> list[CoreEvent]:
+        return self.core.events()
+
+    def advance(self, duration_s: float) -> None:
+        """Real time passes by itself."""
+
+    def wait_event(self, timeout_s: float) -> list[CoreEvent]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            events = self.core.events()
+            if events:
+                return events
+            time.sleep(0.001)
+        return []
+
+    def stats(self) -> LoopStats:
+        return self._recorder.stats()
+
+    def reset_stats(self) -> None:
+        self._recorder.reset()
+
+    def check_alive(self) -> None:
+        if self._error is not None or not self._thread.is_alive():
+            raise ControlLoopDied(f"control thread stopped: {self._error!r}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2.0)
+
+
+def _wait_first_snapshot(buffer: SnapshotBuffer, check_alive: Callable[[], None], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while buffer.read() is None:
+        check_alive()
+        if time.monotonic() > deadline:
+            raise ControlLoopDied(f"control loop produced no state within {timeout_s} s")
+        time.sleep(0.005)
+
+
+# ---- process runtime --------------------------------------------------------------------------
+
+_STATS = "stats"
+_RESET_STATS = "reset_stats"
+_STOP = "stop"
+
+
+def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn, rt_priority: int | None) -> None:
+    """Entry point of the control process: build the backend here, then tick until told to stop."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s control[%(process)d] %(levelname)s %(message)s")
+    if rt_priority is not None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+            log.info("control loop runs SCHED_FIFO priority %d", rt_priority)
+        except (PermissionError, OSError) as exc:
+            log.warning("could not set SCHED_FIFO priority %d (%s); running with normal priority", rt_priority, exc)
+    shm = shared_memory.SharedMemory(name=shm_name)  # the parent created it and unlinks it
+    backend, scene = factory.build(realtime=True)
+    buffer = SnapshotBuffer(factory.layout(), shm.buf)
+    core = ControlCore(backend, config, scene=scene, buffer=buffer)
+    recorder = _TickRecorder()
+    state = {"stop": False}
+
+    def on_tick() -> None:
+        for event in core.events():
+            conn.send(event)
+        if conn.poll():
+            msg = conn.recv()
+            if msg == _STOP:
+                state["stop"] = True
+            elif msg == _STATS:
+                conn.send(recorder.stats())
+            elif msg == _RESET_STATS:
+                recorder.reset()
+            else:
+                core.submit(msg)
+
+    try:
+        _paced_loop(core, lambda: state["stop"], recorder, on_tick, paced_by_hardware=backend.spec.paced_by_hardware)
+    finally:
+        backend.close()
+        del core, buffer, on_tick
+        gc.collect()
+        try:
+            shm.close()
+        except BufferError:  # a view survived; the mapping goes away with the process anyway
+            pass
+
+
+class ProcessRuntime:
+    """Core in a child process (spawned, so it shares no locks or sockets with the server).
+
+    Only the server thread may call its methods. If the child dies, calls raise ControlLoopDied;
+    a real arm then falls back to its own watchdog (libfranka stops after 20 missed packets).
+    """
+
+    realtime = True
+
+    def __init__(self, factory: BackendFactory, config: CoreConfig, *, rt_priority: int | None = None,
+                 start_timeout_s: float = 60.0) -> None:
+        self.layout = factory.layout()
+        self._shm = shared_memory.SharedMemory(create=True, size=self.layout.nbytes)
+        self._shm.buf[:] = bytes(self.layout.nbytes)
+        self._buffer = SnapshotBuffer(self.layout, self._shm.buf)
+        ctx = mp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=_child_main, name="robot_rl-control",
+                                 args=(factory, config, self._shm.name, child_conn, rt_priority), daemon=True)
+        self._proc.start()
+        self._pending: list[object] = []
+        _wait_first_snapshot(self._buffer, self.check_alive, start_timeout_s)
+
+    def check_alive(self) -> None:
+        if not self._proc.is_alive():
+            raise ControlLoopDied(f"control process exited with code {self._proc.exitcode}; see its log above")
+
+    def submit(self, command: object) -> None:
+        self.check_alive()
+        self._conn.send(command)
+
+    def snapshot(self) -> Snapshot:
+        snap = self._buffer.read()
+        assert snap is not None
+        return snap
+
+    def _drain(self) -> None:
+        while self._conn.poll():
+            self._pending.append(self._conn.recv())
+
+    def events(self) -> list[CoreEvent]:
+        self._drain()
+        events = [m for m in self._pending if isinstance(m, CoreEvent)]
+        self._pending = [m for m in self._pending if not isinstance(m, CoreEvent)]
+        return events
+
+    def advance(self, duration_s: float) -> None:
+        """Real time passes by itself."""
+
+    def wait_event(self, timeout_s: float) -> list[CoreEvent]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            events = self.events()
+            if events:
+                return events
+            self._conn.poll(0.002)
+        return []
+
+    def stats(self) -> LoopStats:
+        self._conn.send(_STATS)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            self.check_alive()
+            self._drain()
+            for m in self._pending:
+                if isinstance(m, LoopStats):
+                    self._pending.remove(m)
+                    return m
+            self._conn.poll(0.01)
+        raise ControlLoopDied("control process did not answer a stats request within 2 s")
+
+    def reset_stats(self) -> None:
+        self._conn.send(_RESET_STATS)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(_STOP)
+            except (BrokenPipeError, OSError):
+                pass
+            self._proc.join(timeout=3.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=2.0)
+        del self._buffer
+        self._shm.close()
+        self._shm.unlink()

@@ -1,0 +1,171 @@
+"""Robot-PC safety limits: workspace box, per-command step limits, force reflex, watchdog.
+
+These checks run on the robot PC for every command, whatever the client does. Out-of-box
+*absolute* targets, steps larger than the limit and non-finite values are refused with a
+`SafetyViolation` (the server turns it into an error reply and the arm does not move). Delta
+commands that would leave the box are clipped to the box wall: a policy pushing against a wall
+is normal during RL, not an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_rl.control import rotations
+from robot_rl.errors import SafetyViolation
+
+
+def _check_len(values: tuple[float, ...], n: int, name: str) -> None:
+    if len(values) != n or not all(np.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be {n} finite numbers, got {values}")
+
+
+@dataclass(frozen=True)
+class WorkspaceBox:
+    """Where the TCP may go: an axis-aligned position box and bounds on the orientation.
+
+    The orientation bound is per axis on the rotation vector of `R · R_nominalᵀ` (base frame):
+    with the nominal tool pointing down, axis z is yaw and x, y are tilt.
+    """
+
+    min_m: tuple[float, float, float] = (0.3, -0.25, 0.01)
+    """Lower corner of the TCP position box, base frame."""
+    max_m: tuple[float, float, float] = (0.7, 0.25, 0.4)
+    """Upper corner of the TCP position box, base frame."""
+    nominal_quat_wxyz: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)
+    """Orientation the rotation bounds are measured from (default: tool pointing down)."""
+    rot_bound_rad: tuple[float, float, float] = (0.5, 0.5, 1.6)
+    """Per-axis bound of the rotation vector away from nominal."""
+
+    def __post_init__(self) -> None:
+        _check_len(self.min_m, 3, "min_m")
+        _check_len(self.max_m, 3, "max_m")
+        _check_len(self.nominal_quat_wxyz, 4, "nominal_quat_wxyz")
+        _check_len(self.rot_bound_rad, 3, "rot_bound_rad")
+        if any(lo >= hi for lo, hi in zip(self.min_m, self.max_m)):
+            raise ValueError(f"workspace min_m {self.min_m} must be below max_m {self.max_m} on every axis")
+        if any(not (0.0 <= b <= np.pi) for b in self.rot_bound_rad):
+            raise ValueError(f"rot_bound_rad entries must be in [0, π], got {self.rot_bound_rad}")
+
+    def _rel_rotvec(self, quat_wxyz: np.ndarray) -> np.ndarray:
+        nominal = np.asarray(self.nominal_quat_wxyz, dtype=np.float64)
+        return rotations.quat_to_rotvec(rotations.quat_mul(quat_wxyz, rotations.quat_conj(nominal)))
+
+    def violation(self, pose: np.ndarray, *, tol_m: float = 0.0, tol_rad: float = 0.0) -> str | None:
+        """None if `pose` is inside the box (with tolerance), else a sentence naming the axis."""
+        lo = np.asarray(self.min_m) - tol_m
+        hi = np.asarray(self.max_m) + tol_m
+        for i, axis in enumerate("xyz"):
+            if not lo[i] <= pose[i] <= hi[i]:
+                return (f"{axis}={pose[i]:.4f} m is outside the workspace box "
+                        f"[{self.min_m[i]:.4f}, {self.max_m[i]:.4f}] m")
+        rel = self._rel_rotvec(pose[3:])
+        for i, axis in enumerate("xyz"):
+            if abs(rel[i]) > self.rot_bound_rad[i] + tol_rad:
+                return (f"rotation about {axis} of {rel[i]:.3f} rad from nominal exceeds the bound "
+                        f"±{self.rot_bound_rad[i]:.3f} rad")
+        return None
+
+    def clip(self, pose: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Nearest pose inside the box (position clipped per axis, rotation vector per axis)."""
+        out = np.array(pose, dtype=np.float64)
+        out[:3] = np.clip(out[:3], self.min_m, self.max_m)
+        rel = self._rel_rotvec(out[3:])
+        bound = np.asarray(self.rot_bound_rad)
+        rel_clipped = np.clip(rel, -bound, bound)
+        clipped = bool(np.any(out[:3] != pose[:3]) or np.any(rel_clipped != rel))
+        if np.any(rel_clipped != rel):
+            out[3:] = rotations.quat_normalize(
+                rotations.quat_mul(rotations.rotvec_to_quat(rel_clipped), np.asarray(self.nominal_quat_wxyz))
+            )
+        return out, clipped
+
+
+@dataclass(frozen=True)
+class CommandLimits:
+    """Per-command limits and protective behaviour of the robot PC."""
+
+    max_step_m: float = 0.05
+    """Largest translation one command may ask for (delta, or absolute target vs current pose)."""
+    max_step_rad: float = 0.35
+    """Largest rotation one command may ask for."""
+    max_contact_force_n: float = 60.0
+    """Reflex: if the external force on the end effector exceeds this, hold and report an error
+    until a clear-error request."""
+    watchdog_s: float = 0.2
+    """Hold the current pose when the controlling client sends no command for this long."""
+    max_hold_s: float = 2.0
+    """Longest `hold_s` a command may ask the server to wait before replying."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_step_m <= 0.3:
+            raise ValueError(f"max_step_m must be in (0, 0.3], got {self.max_step_m}")
+        if not 0.0 < self.max_step_rad <= 1.0:
+            raise ValueError(f"max_step_rad must be in (0, 1], got {self.max_step_rad}")
+        if not 1.0 <= self.max_contact_force_n <= 500.0:
+            raise ValueError(f"max_contact_force_n must be in [1, 500], got {self.max_contact_force_n}")
+        if not 0.01 <= self.watchdog_s <= 10.0:
+            raise ValueError(f"watchdog_s must be in [0.01, 10], got {self.watchdog_s}")
+        if not 0.0 <= self.max_hold_s <= 10.0:
+            raise ValueError(f"max_hold_s must be in [0, 10], got {self.max_hold_s}")
+
+
+def _require_finite(values: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise SafetyViolation(f"{what} contains NaN or inf: {np.asarray(values).tolist()}", code="non_finite")
+
+
+def target_from_delta(pose_now: np.ndarray, delta_base: np.ndarray, box: WorkspaceBox,
+                      limits: CommandLimits) -> tuple[np.ndarray, bool]:
+    """Absolute target for a delta command `[dx dy dz rx ry rz]` (m, rad, base frame).
+
+    The delta is applied to the measured pose (as SERL does, so pushing on a wall cannot wind
+    up), then clipped to the box.
+
+    Raises:
+        SafetyViolation: non-finite delta, or a step beyond `max_step_m` / `max_step_rad`.
+    """
+    _require_finite(delta_base, "delta")
+    step_m = float(np.linalg.norm(delta_base[:3]))
+    step_rad = float(np.linalg.norm(delta_base[3:]))
+    if step_m > limits.max_step_m:
+        raise SafetyViolation(f"translation step {step_m:.4f} m exceeds max_step_m {limits.max_step_m} m",
+                              code="step_too_large")
+    if step_rad > limits.max_step_rad:
+        raise SafetyViolation(f"rotation step {step_rad:.4f} rad exceeds max_step_rad {limits.max_step_rad} rad",
+                              code="step_too_large")
+    target = rotations.apply_delta(pose_now, delta_base[:3], delta_base[3:])
+    return box.clip(target)
+
+
+def check_absolute_target(pose_now: np.ndarray, target: np.ndarray, box: WorkspaceBox,
+                          limits: CommandLimits) -> np.ndarray:
+    """Validated copy of an absolute target pose `[x y z qw qx qy qz]`.
+
+    Raises:
+        SafetyViolation: non-finite values, a non-unit quaternion, a target outside the box, or
+            a step from the measured pose beyond the limits.
+    """
+    _require_finite(target, "target pose")
+    qn = float(np.linalg.norm(target[3:]))
+    if abs(qn - 1.0) > 1e-3:
+        raise SafetyViolation(f"target quaternion must be unit length (w x y z), has norm {qn:.6f}",
+                              code="bad_quaternion")
+    out = np.array(target, dtype=np.float64)
+    out[3:] = rotations.quat_normalize(out[3:])
+    why = box.violation(out)
+    if why is not None:
+        raise SafetyViolation(f"target refused: {why}", code="outside_workspace")
+    step_m = float(np.linalg.norm(out[:3] - pose_now[:3]))
+    step_rad = rotations.quat_angle(out[3:], pose_now[3:])
+    if step_m > limits.max_step_m:
+        raise SafetyViolation(
+            f"target is {step_m:.4f} m from the current pose, more than max_step_m {limits.max_step_m} m; "
+            "send intermediate targets or use reset to travel", code="step_too_large")
+    if step_rad > limits.max_step_rad:
+        raise SafetyViolation(
+            f"target is {step_rad:.4f} rad from the current orientation, more than max_step_rad "
+            f"{limits.max_step_rad} rad", code="step_too_large")
+    return out

@@ -1,0 +1,244 @@
+"""The twin arm: MuJoCo physics behind the same `ArmBackend` interface the real arms implement.
+
+Each tick the control loop calls `read()` (which runs `mj_step1`: kinematics, inertia and bias
+forces of the current state) and then `write_torque()` (which sets the motors and runs
+`mj_step2`: one 1 ms integration step). The arm's own weight is compensated by MuJoCo
+(`gravcomp`), like Franka's firmware does, so `gravity_nm` is zero and the law adds coriolis only.
+
+External wrench: the sum of contact forces that non-robot geoms exert on the hand subtree (hand,
+fingers, mounted tool), expressed at the TCP in the base frame: what a wrist F/T sensor minus its
+static load reads.
+"""
+
+from __future__ import annotations
+
+import time
+
+import mujoco
+import numpy as np
+
+from robot_rl.control import rotations
+from robot_rl.drivers.arm import ArmReading, ArmSpec
+from robot_rl.twin import scene as sc
+
+PANDA_SPEC = dict(
+    n_joints=7,
+    q_min_rad=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
+    q_max_rad=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
+    dq_max_rad_per_s=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61),
+    torque_limit_nm=(87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0),
+    q_home_rad=(0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398),
+    gripper_max_width_m=0.08,
+)
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
+
+
+class TwinArm:
+    """`ArmBackend` over a MuJoCo model. Owned by the control thread; not thread-safe.
+
+    Args:
+        model, data: the physics model and its data (shared with the scene hooks).
+        clock: "sim" stamps readings with simulated time (stepped runs: the watchdog then counts
+            simulated time), "wall" with `time.monotonic_ns()` (real-time runs, like a robot).
+    """
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, *, clock: str = "sim") -> None:
+        if clock not in ("sim", "wall"):
+            raise ValueError(f"clock must be 'sim' or 'wall', got {clock!r}")
+        self.model, self.data, self.clock = model, data, clock
+        self.spec = ArmSpec(name="twin", **PANDA_SPEC)
+        jid = [model.joint(n).id for n in sc.ARM_JOINTS]
+        self._qadr = np.array([model.jnt_qposadr[j] for j in jid])
+        self._dadr = np.array([model.jnt_dofadr[j] for j in jid])
+        self._act = np.array([model.actuator(n).id for n in sc.ARM_ACTUATORS])
+        self._grip_act = model.actuator(sc.GRIPPER_ACTUATOR).id
+        self._finger_qadr = np.array([model.jnt_qposadr[model.joint(n).id] for n in sc.FINGER_JOINTS])
+        self._tcp = model.site(sc.TCP_SITE).id
+        robot = sc.subtree_bodies(model, model.body(sc.ROBOT_ROOT_BODY).id)
+        hand = sc.subtree_bodies(model, model.body(sc.HAND_BODY).id)
+        self.robot_geoms = sc.geom_mask(model, robot)
+        self.hand_geoms = sc.geom_mask(model, hand)
+        self._jac6 = np.zeros((6, model.nv))
+        self._quat = np.zeros(4)
+        self._wrench = np.zeros(6)
+        self._zeros = np.zeros(7)
+        self._zeros.flags.writeable = False
+        # Index with slices when the arm's dofs are contiguous (they are in panda_twin): much cheaper.
+        self._dofs = _as_slice(self._dadr)
+        self._qpos = _as_slice(self._qadr)
+        self._mass_idx = ((self._dofs, self._dofs) if isinstance(self._dofs, slice)
+                          else np.ix_(self._dadr, self._dadr))
+        self._mass = np.zeros((model.nv, model.nv))
+        self._cf = np.zeros(6)
+        self._stepped1 = False
+        self.peak_robot_contact_force_n = 0.0
+        """Largest normal force of any robot-vs-environment contact since `reset_peaks()`."""
+        self.last_robot_contact_force_n = 0.0
+        self.set_home()
+
+    # ---- helpers for resets and tests (not part of ArmBackend) ----------------------------------
+
+    def set_home(self) -> None:
+        """Teleport the arm to the home posture with the gripper open (start-up only)."""
+        self.data.qpos[self._qadr] = self.spec.q_home_rad
+        self.data.qpos[self._finger_qadr] = self.spec.gripper_max_width_m / 2
+        self.data.qvel[:] = 0.0
+        self.data.ctrl[:] = 0.0
+        self.data.ctrl[self._grip_act] = self.spec.gripper_max_width_m / 2
+        mujoco.mj_forward(self.model, self.data)
+        self._stepped1 = False
+        self._wrench = np.zeros(6)
+
+    def teleport(self, pose_base_tcp: np.ndarray, gripper_width_m: float) -> None:
+        """Place the arm at rest at `pose_base_tcp` (IK from the home posture: deterministic) with the
+        fingers at `gripper_width_m`. Simulation-only shortcut for fast, reproducible resets.
+
+        Raises:
+            ValueError: the pose is out of reach (IK residual above 1 mm / 0.01 rad).
+        """
+        q = solve_ik(self.model, self.data, self._qadr, self._dadr, self._tcp, pose_base_tcp,
+                     np.asarray(self.spec.q_home_rad), np.asarray(self.spec.q_min_rad), np.asarray(self.spec.q_max_rad))
+        d = self.data
+        d.qpos[self._qadr] = q
+        half = float(np.clip(gripper_width_m / 2, 0.0, self.spec.gripper_max_width_m / 2))
+        d.qpos[self._finger_qadr] = half
+        d.ctrl[self._grip_act] = half
+        d.qvel[self._dadr] = 0.0
+        d.qvel[[self.model.jnt_dofadr[self.model.joint(n).id] for n in sc.FINGER_JOINTS]] = 0.0
+        d.ctrl[self._act] = 0.0
+        d.qacc_warmstart[:] = 0.0  # the solver's warm start would carry history into the next step
+        mujoco.mj_forward(self.model, d)
+        self._stepped1 = False
+        self._wrench = np.zeros(6)
+
+    def reset_peaks(self) -> None:
+        self.peak_robot_contact_force_n = 0.0
+
+    def now_ns(self) -> int:
+        if self.clock == "sim":
+            return int(round(self.data.time * 1e9))
+        return time.monotonic_ns()
+
+    # ---- ArmBackend ------------------------------------------------------------------------------
+
+    def read(self) -> ArmReading:
+        m, d = self.model, self.data
+        mujoco.mj_step1(m, d)
+        self._stepped1 = True
+        quat = self._quat
+        mujoco.mju_mat2Quat(quat, d.site_xmat[self._tcp])
+        if quat[0] < 0:
+            quat *= -1.0
+        pos = d.site_xpos[self._tcp]
+        mujoco.mj_jacSite(m, d, self._jac6[:3], self._jac6[3:], self._tcp)
+        mujoco.mj_fullM(m, d, self._mass)
+        dofs = self._dofs
+        jac = self._jac6[:, dofs].copy()
+        dq = d.qvel[dofs].copy()
+        # gravcomp removes gravity; what is left of the bias is coriolis/centrifugal.
+        coriolis = d.qfrc_bias[dofs] - d.qfrc_gravcomp[dofs]
+        return ArmReading(
+            t_capture_ns=self.now_ns(),
+            q_rad=d.qpos[self._qpos].copy(),
+            dq_rad_per_s=dq,
+            pose_base_tcp=np.array([pos[0], pos[1], pos[2], quat[0], quat[1], quat[2], quat[3]]),
+            twist_base_tcp=jac @ dq,
+            jacobian_base_tcp=jac,
+            mass_matrix=self._mass[self._mass_idx].copy(),
+            coriolis_nm=coriolis,
+            gravity_nm=self._zeros,
+            wrench_ext_base=self._wrench,
+            gripper_width_m=float(d.qpos[self._finger_qadr[0]] + d.qpos[self._finger_qadr[1]]),
+        )
+
+    def write_torque(self, tau_nm: np.ndarray) -> None:
+        self.data.ctrl[self._act] = tau_nm
+        if not self._stepped1:
+            mujoco.mj_step1(self.model, self.data)
+        mujoco.mj_step2(self.model, self.data)
+        self._stepped1 = False
+        # Contact forces are only consistent with d.contact right after mj_step2 (mj_step1 redoes
+        # collision detection but leaves efc_force from the previous step): read them here.
+        self._wrench = self._external_wrench(self.data.site_xpos[self._tcp])
+
+    def set_gripper(self, width_m: float) -> None:
+        self.data.ctrl[self._grip_act] = float(np.clip(width_m / 2, 0.0, self.spec.gripper_max_width_m / 2))
+
+    def recover(self) -> None:
+        """Nothing to recover in simulation."""
+
+    def close(self) -> None:
+        """Nothing to release in simulation."""
+
+    # ---- contacts --------------------------------------------------------------------------------
+
+    def _external_wrench(self, tcp_pos: np.ndarray) -> np.ndarray:
+        """Force [N] and torque [N·m] at the TCP from environment contacts on the hand subtree;
+        also tracks the peak normal force of any robot/environment contact."""
+        m, d = self.model, self.data
+        wrench = np.zeros(6)
+        ncon = d.ncon
+        if ncon == 0:
+            self.last_robot_contact_force_n = 0.0
+            return wrench
+        g1 = d.contact.geom1[:ncon]
+        g2 = d.contact.geom2[:ncon]
+        robot1, robot2 = self.robot_geoms[g1], self.robot_geoms[g2]
+        mixed = np.flatnonzero(robot1 != robot2)
+        peak = 0.0
+        for i in mixed:
+            mujoco.mj_contactForce(m, d, int(i), self._cf)
+            peak = max(peak, self._cf[0])
+            hand_is_1 = self.hand_geoms[g1[i]]
+            if not (hand_is_1 or self.hand_geoms[g2[i]]):
+                continue
+            frame = d.contact.frame[i].reshape(3, 3)
+            f_world = frame.T @ self._cf[:3]  # force geom1 exerts on geom2
+            if hand_is_1:
+                f_world = -f_world
+            wrench[:3] += f_world
+            wrench[3:] += np.cross(d.contact.pos[i] - tcp_pos, f_world)
+        self.last_robot_contact_force_n = peak
+        self.peak_robot_contact_force_n = max(self.peak_robot_contact_force_n, peak)
+        return wrench
+
+
+def solve_ik(model: mujoco.MjModel, data: mujoco.MjData, qadr: np.ndarray, dadr: np.ndarray, site: int,
+             goal: np.ndarray, q_start: np.ndarray, q_min: np.ndarray, q_max: np.ndarray, *,
+             iterations: int = 300, damping: float = 1e-5) -> np.ndarray:
+    """Joint positions putting `site` at `goal` (damped least squares from `q_start`, posture kept
+    near `q_start` in the nullspace). Uses a scratch copy of `data`; `data` is not modified."""
+    scratch = mujoco.MjData(model)
+    scratch.qpos[:] = data.qpos
+    scratch.mocap_pos[:] = data.mocap_pos
+    scratch.mocap_quat[:] = data.mocap_quat
+    q = np.array(q_start, dtype=np.float64)
+    jacp = np.zeros((3, model.nv))
+    jacr = np.zeros((3, model.nv))
+    quat = np.zeros(4)
+    err = np.zeros(6)
+    for _ in range(iterations):
+        scratch.qpos[qadr] = q
+        mujoco.mj_kinematics(model, scratch)
+        mujoco.mj_comPos(model, scratch)
+        err[:3] = goal[:3] - scratch.site_xpos[site]
+        mujoco.mju_mat2Quat(quat, scratch.site_xmat[site])
+        err[3:] = rotations.orientation_error(goal[3:], quat)
+        if np.linalg.norm(err[:3]) < 1e-5 and np.linalg.norm(err[3:]) < 1e-4:
+            break
+        mujoco.mj_jacSite(model, scratch, jacp, jacr, site)
+        jac = np.vstack([jacp[:, dadr], jacr[:, dadr]])
+        jjt = jac @ jac.T + damping * np.eye(6)
+        dq = jac.T @ np.linalg.solve(jjt, err)
+        null = np.eye(len(q)) - jac.T @ np.linalg.solve(jjt, jac)
+        dq += null @ (0.05 * (q_start - q))
+        q = np.clip(q + dq, q_min + 0.01, q_max - 0.01)
+    if np.linalg.norm(err[:3]) > 1e-3 or np.linalg.norm(err[3:]) > 1e-2:
+        raise ValueError(f"pose {np.round(goal, 4).tolist()} is out of the twin arm's reach "
+                         f"(IK residual {np.linalg.norm(err[:3]) * 1e3:.1f} mm, {np.linalg.norm(err[3:]):.3f} rad)")
+    return q
