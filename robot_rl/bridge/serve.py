@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from robot_rl.bridge.server import RobotServer, ServerConfig
+from robot_rl.bridge.service import RobotService
 from robot_rl.control.runtime import ProcessRuntime, SteppedRuntime, ThreadRuntime
-from robot_rl.drivers.camera import FrameSource
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec, load_task
 
@@ -47,6 +48,11 @@ class ServeConfig:
     """Real-time twin cameras render at this rate (newest-frame semantics)."""
     seed: int = 0
     """Initial scene layout of the twin."""
+    reset_motion: Literal["auto", "motion", "teleport"] = "auto"
+    """Twin resets: "motion" drives the arm through the controller like a real robot; "teleport"
+    places it (deterministic and fast); "auto" teleports when pace is fast."""
+    name: str = field(default_factory=socket.gethostname)
+    """Server name shown to clients."""
 
 
 @dataclass
@@ -54,10 +60,12 @@ class ServerStack:
     """A running server with its runtime and cameras; `close()` stops all of it."""
 
     server: RobotServer
-    runtime: object
-    frames: FrameSource
-    task: TaskSpec
+    service: RobotService
     thread: threading.Thread | None = None
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.service.task
 
     @property
     def address(self) -> str:
@@ -69,12 +77,11 @@ class ServerStack:
             self.thread.join(timeout=5.0)
         else:
             self.server.close()
-        self.frames.close()
-        self.runtime.close()
+        self.service.runtime.close()
 
 
-def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
-    """Create runtime, cameras and server (not yet serving)."""
+def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotService:
+    """Runtime + cameras + request logic for the configured backend (no sockets)."""
     task = task or load_task(cfg.task)
     if cfg.backend != "twin":
         raise ConfigError(
@@ -98,12 +105,23 @@ def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerSta
                 snap = runtime.snapshot()
                 return snap.get("sim_state"), snap.t_capture_ns
             frames.start_streaming(newest_state, fps=cfg.camera_fps)
-        server = RobotServer(ServerConfig(bind=cfg.bind, pub_bind=cfg.pub_bind, keys_dir=cfg.keys_dir),
-                             runtime=runtime, frames=frames, task=task, arm=factory.arm_spec(), backend=cfg.backend)
+        return RobotService(runtime=runtime, frames=frames, task=task, arm=factory.arm_spec(), backend=cfg.backend,
+                            server_name=cfg.name, reset_motion=cfg.reset_motion)
     except BaseException:
         runtime.close()
         raise
-    return ServerStack(server, runtime, frames, task)
+
+
+def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
+    """Create runtime, cameras, service and sockets (not yet serving)."""
+    service = build_service(cfg, task=task)
+    try:
+        server = RobotServer(ServerConfig(bind=cfg.bind, pub_bind=cfg.pub_bind, keys_dir=cfg.keys_dir), service)
+    except BaseException:
+        service.close()
+        service.runtime.close()
+        raise
+    return ServerStack(server, service)
 
 
 def start_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
@@ -125,5 +143,4 @@ def run(cfg: ServeConfig) -> None:
     try:
         stack.server.serve_forever()
     finally:
-        stack.frames.close()
-        stack.runtime.close()
+        stack.service.runtime.close()

@@ -172,8 +172,9 @@ class ControlCore:
         self._q_min = np.asarray(self.spec.q_min_rad)
         self._q_max = np.asarray(self.spec.q_max_rad)
         self._dq_reflex = np.asarray(self.spec.dq_max_rad_per_s) * self.config.joint_velocity_margin
-        self._q_lo = self._q_min + self.config.joint_limit_margin_rad
-        self._q_hi = self._q_max - self.config.joint_limit_margin_rad
+        # Joint positions and speeds are checked in one vector comparison per tick.
+        self._state_lo = np.concatenate((self._q_min + self.config.joint_limit_margin_rad, -self._dq_reflex))
+        self._state_hi = np.concatenate((self._q_max - self.config.joint_limit_margin_rad, self._dq_reflex))
         self._gain_targets = GainTargets.of(self.config.gains)
         self._reset_law = replace(self.config.law, max_tcp_speed_m_per_s=max(
             self.config.law.max_tcp_speed_m_per_s, 1.2 * self.config.reset.speed_m_per_s))
@@ -209,8 +210,12 @@ class ControlCore:
 
     # ---- control thread only ------------------------------------------------------------------
 
-    def step(self) -> ArmReading:
-        """One tick: read the arm, apply commands, compute and send torques, write the snapshot."""
+    def step(self, *, publish: bool = True) -> ArmReading:
+        """One tick: read the arm, apply commands, compute and send torques, write the snapshot.
+
+        `publish=False` skips the snapshot (stepped runtimes publish only the last tick of an
+        `advance`, since nobody can read in between); safety trackers still update every tick.
+        """
         reading = self.backend.read()
         self._reading = reading
         self._now_ns = reading.t_capture_ns
@@ -244,7 +249,8 @@ class ControlCore:
         self._tick += 1
         if self.scene is not None:
             self.scene.after_tick()
-        self._write_snapshot(reading)
+        if publish or self._events:
+            self._write_snapshot(reading)
         return reading
 
     # ---- internals ---------------------------------------------------------------------------
@@ -342,10 +348,12 @@ class ControlCore:
             self._enter_reflex(Fault.CONTACT_FORCE, force, reading)
             return
         q, dq = reading.q_rad, reading.dq_rad_per_s
+        x = np.concatenate((q, dq))
+        if not ((x < self._state_lo) | (x > self._state_hi)).any():
+            return
         if (np.abs(dq) > self._dq_reflex).any():
             self._enter_reflex(Fault.JOINT_VELOCITY, float(np.max(np.abs(dq))), reading)
-            return
-        if (q < self._q_lo).any() or (q > self._q_hi).any():
+        else:
             margin = np.minimum(q - self._q_min, self._q_max - q)
             self._enter_reflex(Fault.JOINT_LIMIT, float(np.min(margin)), reading)
 

@@ -16,6 +16,7 @@ Nothing here reads a clock, a socket or a simulator, and no argument is modified
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import math
 
@@ -113,6 +114,9 @@ class LawLimits:
     brakes. Bounds the energy of an unplanned impact (the clip bounds only static force)."""
     tick_s: float = TICK_S
     """Control period the rate limit is expressed in."""
+    nullspace: Literal["kinematic", "dynamic"] = "kinematic"
+    """Posture-term projector: "kinematic" I − Jᵀ(Jᵀ)⁺ as SERL (one 6×6 solve per tick) or
+    "dynamic", the mass-matrix-weighted (dynamically consistent) one (two solves per tick)."""
 
     def __post_init__(self) -> None:
         if not self.torque_limit_nm or any(not (0 < t <= 500) for t in self.torque_limit_nm):
@@ -127,6 +131,10 @@ class LawLimits:
             raise ValueError(f"max_tcp_speed_m_per_s must be in [0.01, 2], got {self.max_tcp_speed_m_per_s}")
         if not 0.0 < self.tick_s <= 0.01:
             raise ValueError(f"tick_s must be in (0, 0.01], got {self.tick_s}")
+        if self.nullspace not in ("kinematic", "dynamic"):
+            raise ValueError(f"nullspace must be 'kinematic' or 'dynamic', got {self.nullspace!r}")
+        # Cached array form of the limits (not a field: the hot path must not rebuild it per tick).
+        object.__setattr__(self, "torque_limit_array", np.asarray(self.torque_limit_nm, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -135,40 +143,65 @@ class LawState:
 
     ref_pose: np.ndarray
     """Low-pass filtered reference pose, (7,)."""
-    stiffness: np.ndarray
-    """Filtered K, (6,)."""
-    damping: np.ndarray
-    """Filtered D, (6,)."""
-    error_clip: np.ndarray
-    """Filtered per-axis error clip, (6,)."""
+    gains: np.ndarray
+    """Filtered gains, (3, 6): rows K, D and the per-axis error clip. Once the filter has
+    converged this *is* the target's array (the law then skips filtering)."""
     prev_tau_nm: np.ndarray
     """Torque commanded on the previous tick, without gravity, (n,)."""
 
+    @property
+    def stiffness(self) -> np.ndarray:
+        return self.gains[0]
+
+    @property
+    def damping(self) -> np.ndarray:
+        return self.gains[1]
+
+    @property
+    def error_clip(self) -> np.ndarray:
+        return self.gains[2]
+
     @staticmethod
-    def initial(pose_base_tcp: np.ndarray, gains: ImpedanceGains, n_joints: int) -> "LawState":
-        """State that holds `pose_base_tcp` with `gains` and starts from zero torque."""
-        return LawState(
-            ref_pose=np.array(pose_base_tcp, dtype=np.float64),
-            stiffness=gains.stiffness(),
-            damping=gains.damping(),
-            error_clip=gains.error_clip(),
-            prev_tau_nm=np.zeros(n_joints),
-        )
+    def initial(pose_base_tcp: np.ndarray, gains: "ImpedanceGains | GainTargets", n_joints: int) -> "LawState":
+        """State that holds `pose_base_tcp` with `gains` (filter already converged), zero torque."""
+        target = gains if isinstance(gains, GainTargets) else GainTargets.of(gains)
+        return LawState(np.array(pose_base_tcp, dtype=np.float64), target.matrix, np.zeros(n_joints))
 
 
 @dataclass(frozen=True)
 class GainTargets:
     """Gains as vectors, precomputed once per gain change (not per tick)."""
 
-    stiffness: np.ndarray
-    damping: np.ndarray
-    error_clip: np.ndarray
+    matrix: np.ndarray
+    """(3, 6): rows stiffness K, damping D, error clip."""
     nullspace_stiffness: float
+
+    @property
+    def stiffness(self) -> np.ndarray:
+        return self.matrix[0]
+
+    @property
+    def damping(self) -> np.ndarray:
+        return self.matrix[1]
+
+    @property
+    def error_clip(self) -> np.ndarray:
+        return self.matrix[2]
 
     @staticmethod
     def of(gains: ImpedanceGains) -> "GainTargets":
-        return GainTargets(gains.stiffness(), gains.damping(), gains.error_clip(),
-                           gains.nullspace_stiffness_nm_per_rad)
+        m = np.stack([gains.stiffness(), gains.damping(), gains.error_clip()])
+        m.flags.writeable = False
+        return GainTargets(m, gains.nullspace_stiffness_nm_per_rad)
+
+
+def _filter_gains(current: np.ndarray, target: np.ndarray, alpha: float) -> np.ndarray:
+    if current is target:
+        return target
+    g = alpha * target + (1.0 - alpha) * current
+    if np.abs(g - target).max() <= 1e-9 * (1.0 + target.max()):
+        return target  # converged: later ticks skip the filter
+    return g
 
 
 def _filter_pose(ref: np.ndarray, target: np.ndarray, alpha: float) -> np.ndarray:
@@ -194,7 +227,7 @@ def limit_torque(tau_nm: np.ndarray, prev_tau_nm: np.ndarray, gravity_nm: np.nda
     """
     step = limits.max_torque_rate_nm_per_s * limits.tick_s
     tau = prev_tau_nm + np.minimum(np.maximum(tau_nm - prev_tau_nm, -step), step)
-    lim = np.asarray(limits.torque_limit_nm)
+    lim = limits.torque_limit_array
     total = np.minimum(np.maximum(tau + gravity_nm, -lim), lim)
     return total, total - gravity_nm
 
@@ -238,16 +271,13 @@ def cartesian_impedance_step(
         (next state, joint torques [N·m] to send, (n,), gravity included when the arm reports it).
     """
     a = limits.filter_alpha
-    b = 1.0 - a
     ref = _filter_pose(state.ref_pose, target_pose, a)
-    k = a * gains.stiffness + b * state.stiffness
-    d = a * gains.damping + b * state.damping
-    clip = a * gains.error_clip + b * state.error_clip
+    filtered = _filter_gains(state.gains, gains.matrix, a)
+    k, d, clip = filtered[0], filtered[1], filtered[2]
 
     jac = arm.jacobian_base_tcp
     dq = arm.dq_rad_per_s
-    e = np.minimum(np.maximum(pose_error(arm.pose_base_tcp, ref), -clip), clip)
-    spring = -k * e
+    spring = -k * np.minimum(np.maximum(pose_error(arm.pose_base_tcp, ref), -clip), clip)
     fx, fy, fz = spring[0], spring[1], spring[2]
     f_norm = math.sqrt(fx * fx + fy * fy + fz * fz)
     if f_norm > limits.max_spring_force_n:
@@ -268,15 +298,23 @@ def cartesian_impedance_step(
             spring[:3] -= d[:3] * (speed - v_max) * u
     tau_task = jac.T @ (spring - d * twist)
 
-    # Dynamically consistent nullspace projector N = I − Jᵀ·J̄ᵀ, J̄ = M⁻¹JᵀΛ, Λ = (JM⁻¹Jᵀ)⁻¹.
-    minv_jt = np.linalg.solve(arm.mass_matrix, jac.T)
-    jbar = minv_jt @ np.linalg.inv(jac @ minv_jt + _REG6)
     kn = gains.nullspace_stiffness
     tau_posture = kn * (q_posture_rad - arm.q_rad) - (2.0 * math.sqrt(kn)) * dq
-    tau = tau_task + tau_posture - jac.T @ (jbar.T @ tau_posture) + arm.coriolis_nm
+    if limits.nullspace == "kinematic":
+        # SERL's projector: N·τp = τp − Jᵀ·(J·Jᵀ)⁻¹·J·τp (one 6×6 solve).
+        y = np.linalg.solve(jac @ jac.T + _REG6, jac @ tau_posture)
+    else:
+        # Dynamically consistent: N·τp = τp − Jᵀ·Λ·J·M⁻¹·τp, Λ = (J·M⁻¹·Jᵀ)⁻¹, from one solve
+        # with M (right-hand sides [Jᵀ | τp]) and one with J·M⁻¹·Jᵀ.
+        rhs = np.empty((dq.shape[0], 7))
+        rhs[:, :6] = jac.T
+        rhs[:, 6] = tau_posture
+        jx = jac @ np.linalg.solve(arm.mass_matrix, rhs)
+        y = np.linalg.solve(jx[:, :6] + _REG6, jx[:, 6])
+    tau = tau_task + tau_posture - jac.T @ y + arm.coriolis_nm
 
     total, remembered = limit_torque(tau, state.prev_tau_nm, arm.gravity_nm, limits)
-    return LawState(ref, k, d, clip, remembered), total
+    return LawState(ref, filtered, remembered), total
 
 
 _REG6 = 1e-6 * np.eye(6)

@@ -148,13 +148,14 @@ class SteppedRuntime:
         return self.core.events()
 
     def advance(self, duration_s: float) -> None:
-        for _ in range(int(round(duration_s / self.tick_s))):
-            self.core.step()
+        n = int(round(duration_s / self.tick_s))
+        for i in range(n):
+            self.core.step(publish=i == n - 1)
 
     def wait_event(self, timeout_s: float) -> list[CoreEvent]:
         """Tick until the core emits an event or `timeout_s` of simulated time passes."""
         for _ in range(int(timeout_s / self.tick_s)):
-            self.core.step()
+            self.core.step(publish=False)  # a tick that emits an event publishes anyway
             events = self.core.events()
             if events:
                 return events

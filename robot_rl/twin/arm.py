@@ -186,10 +186,14 @@ class TwinArm:
         if ncon == 0:
             self.last_robot_contact_force_n = 0.0
             return wrench
-        g1 = d.contact.geom1[:ncon]
-        g2 = d.contact.geom2[:ncon]
-        robot1, robot2 = self.robot_geoms[g1], self.robot_geoms[g2]
-        mixed = np.flatnonzero(robot1 != robot2)
+        pairs = d.contact.geom[:ncon]
+        robot = self.robot_geoms[pairs]
+        mixed = robot[:, 0] != robot[:, 1]
+        if not mixed.any():
+            self.last_robot_contact_force_n = 0.0
+            return wrench
+        g1, g2 = pairs[:, 0], pairs[:, 1]
+        mixed = np.flatnonzero(mixed)
         peak = 0.0
         for i in mixed:
             mujoco.mj_contactForce(m, d, int(i), self._cf)
