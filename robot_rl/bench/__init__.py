@@ -1,1 +1,21 @@
-"""bench"""
+"""Benchmarks: `robot-rl bench NAME [--json]`, each printing one JSON line of figures."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+import tyro
+
+from robot_rl.bench import bridge, controller, expert
+
+BENCHES = {
+    bridge.BridgeBench: bridge.run,
+    controller.ControllerBench: controller.run,
+    expert.ExpertBench: expert.run,
+}
+
+BenchConfig = Union[
+    Annotated[bridge.BridgeBench, tyro.conf.subcommand("bridge")],
+    Annotated[controller.ControllerBench, tyro.conf.subcommand("controller")],
+    Annotated[expert.ExpertBench, tyro.conf.subcommand("expert")],
+]

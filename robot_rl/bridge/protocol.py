@@ -242,6 +242,12 @@ class RobotState:
     values: Annotated[np.ndarray, F64(None)]
 
     def __post_init__(self) -> None:
+        key = (self.names, self.sizes)
+        if key in _VALID_LAYOUTS:  # checked before: only the length can differ
+            if _VALID_LAYOUTS[key] != self.values.shape[0]:
+                raise ValueError(f"state sizes add up to {_VALID_LAYOUTS[key]} but values has "
+                                 f"{self.values.shape[0]} entries")
+            return
         if len(self.names) != len(self.sizes) or any(n < 0 for n in self.sizes):
             raise ValueError("state names and sizes must pair up with non-negative sizes")
         if sum(self.sizes) != self.values.shape[0]:
@@ -252,6 +258,8 @@ class RobotState:
             got = slices.get(name)
             if got is None or got.stop - got.start != (n if size is None else size):
                 raise ValueError(f"state slice {name!r} missing or of the wrong size")
+        if len(_VALID_LAYOUTS) < 64:
+            _VALID_LAYOUTS[key] = sum(self.sizes)
 
     def get(self, name: str) -> np.ndarray:
         return self.values[_state_slices(self.names, self.sizes)[name]]
@@ -290,6 +298,7 @@ class RobotState:
         return {name[5:]: self.get(name) for name in self.names if name.startswith("priv.")}
 
 
+_VALID_LAYOUTS: dict[tuple[tuple[str, ...], tuple[int, ...]], int] = {}
 _SLICE_CACHE: dict[tuple[tuple[str, ...], tuple[int, ...]], dict[str, slice]] = {}
 
 

@@ -42,10 +42,14 @@ class ServeConfig:
     realtime: a paced 1 kHz loop like a real robot (watchdog in wall time)."""
     loop: Literal["process", "thread"] = "process"
     """Where the real-time 1 kHz loop runs (`robot-rl bench controller` compares them)."""
-    rt_priority: int | None = None
-    """SCHED_FIFO priority for the control process (needs CAP_SYS_NICE; PREEMPT_RT kernels)."""
+    rt_priority: int | None = 80
+    """SCHED_FIFO priority of the real-time control loop (None: normal priority). Needs
+    CAP_SYS_NICE or an rtprio limit; without it the loop warns and runs at normal priority."""
     camera_fps: float = 30.0
-    """Real-time twin cameras render at this rate (newest-frame semantics)."""
+    """Streaming twin cameras render at this rate (newest-frame semantics)."""
+    stream_cameras: bool | None = None
+    """Render twin cameras on their own thread like real cameras (newest frame per request);
+    None: stream when pace is realtime, render on request (fresh, synchronous) when fast."""
     seed: int = 0
     """Initial scene layout of the twin."""
     reset_motion: Literal["auto", "motion", "teleport"] = "auto"
@@ -90,21 +94,22 @@ def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotSer
             "ArmBackend behind this same server")
     from robot_rl.twin.backend import TwinBackend, core_config, scene_source
     from robot_rl.twin.camera import TwinCameras
+    from robot_rl.twin.camera_stream import StreamingTwinCameras
 
     factory = TwinBackend(task, initial_seed=cfg.seed)
     if cfg.pace == "fast":
         runtime = SteppedRuntime(factory, core_config(task))
     elif cfg.loop == "thread":
-        runtime = ThreadRuntime(factory, core_config(task))
+        runtime = ThreadRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
     else:
         runtime = ProcessRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
     try:
-        frames = TwinCameras(scene_source(task), task.cameras, randomize_visuals=task.twin.randomize_visuals)
-        if runtime.realtime:
-            def newest_state():
-                snap = runtime.snapshot()
-                return snap.get("sim_state"), snap.t_capture_ns
-            frames.start_streaming(newest_state, fps=cfg.camera_fps)
+        if cfg.stream_cameras or (cfg.stream_cameras is None and runtime.realtime):
+            frames = StreamingTwinCameras(scene_source(task), task.cameras, snapshot_name=runtime.snapshot_name,
+                                          layout=runtime.layout, fps=cfg.camera_fps,
+                                          randomize_visuals=task.twin.randomize_visuals)
+        else:
+            frames = TwinCameras(scene_source(task), task.cameras, randomize_visuals=task.twin.randomize_visuals)
         return RobotService(runtime=runtime, frames=frames, task=task, arm=factory.arm_spec(), backend=cfg.backend,
                             server_name=cfg.name, reset_motion=cfg.reset_motion)
     except BaseException:

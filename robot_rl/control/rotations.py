@@ -136,3 +136,43 @@ def quat_from_euler_xyz(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np
     qy = rotvec_to_quat(np.array([0.0, pitch_rad, 0.0]))
     qz = rotvec_to_quat(np.array([0.0, 0.0, yaw_rad]))
     return quat_normalize(quat_mul(qz, quat_mul(qy, qx)))
+
+
+# ---- tuple versions for per-request hot paths (no array allocation) -----------------------------
+
+Quat = tuple[float, float, float, float]
+
+
+def qmul(a: Quat, b: Quat) -> Quat:
+    """Hamilton product on plain tuples (w, x, y, z)."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return (aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw)
+
+
+def qfrom_rotvec(x: float, y: float, z: float) -> Quat:
+    angle = math.sqrt(x * x + y * y + z * z)
+    if angle < 1e-9:
+        w, qx, qy, qz = 1.0, 0.5 * x, 0.5 * y, 0.5 * z
+        n = math.sqrt(w * w + qx * qx + qy * qy + qz * qz)
+        return (w / n, qx / n, qy / n, qz / n)
+    k = math.sin(0.5 * angle) / angle
+    return (math.cos(0.5 * angle), k * x, k * y, k * z)
+
+
+def qto_rotvec(q: Quat) -> tuple[float, float, float]:
+    w, x, y, z = q
+    if w < 0:
+        w, x, y, z = -w, -x, -y, -z
+    s = math.sqrt(x * x + y * y + z * z)
+    k = 2.0 if s < 1e-9 else 2.0 * math.atan2(s, w) / s
+    return (k * x, k * y, k * z)
+
+
+def qnormalize(q: Quat) -> Quat:
+    w, x, y, z = q
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    if w < 0:
+        n = -n
+    return (w / n, x / n, y / n, z / n)

@@ -21,13 +21,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from typing import Callable, Protocol
 
 import numpy as np
 
 from robot_rl.control.core import ControlCore, CoreConfig, CoreEvent, SceneHooks
-from robot_rl.control.snapshot import Snapshot, SnapshotBuffer, SnapshotLayout
+from robot_rl.control.snapshot import SharedSnapshot, Snapshot, SnapshotBuffer, SnapshotLayout, attach_snapshot
 from robot_rl.drivers.arm import ArmBackend, ArmSpec
 from robot_rl.errors import RobotRLError
 
@@ -104,10 +103,21 @@ class _TickRecorder:
 
 
 def _paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: _TickRecorder,
-                on_tick: Callable[[], None], *, paced_by_hardware: bool) -> None:
-    """Run `core.step()` every PERIOD_NS with an absolute deadline until `stop()`."""
+                on_tick: Callable[[], None], *, paced_by_hardware: bool, own_gc: bool) -> None:
+    """Run `core.step()` every PERIOD_NS with an absolute deadline until `stop()`.
+
+    With `own_gc` (a process of its own), automatic garbage collection is off and young
+    generations are collected only in a tick's slack, so a collection never lands mid-tick.
+    """
+    if own_gc:
+        gc.freeze()
+        gc.disable()
     deadline = time.monotonic_ns()
+    ticks = 0
     while not stop():
+        ticks += 1
+        if own_gc and ticks % 500 == 0 and deadline + PERIOD_NS - time.monotonic_ns() > 600_000:
+            gc.collect(1 if ticks % 50_000 else 2)
         if not paced_by_hardware:
             deadline += PERIOD_NS
             now = time.monotonic_ns()
@@ -131,10 +141,16 @@ class SteppedRuntime:
 
     def __init__(self, factory: BackendFactory, config: CoreConfig) -> None:
         backend, scene = factory.build(realtime=False)
-        self.core = ControlCore(backend, config, scene=scene)
-        self.layout = self.core.layout
+        self.layout = factory.layout()
+        self.shared = SharedSnapshot(self.layout)
+        self.core = ControlCore(backend, config, scene=scene, buffer=self.shared.buffer)
         self.tick_s = config.law.tick_s
         self.core.step()  # one tick so a snapshot exists
+
+    @property
+    def snapshot_name(self) -> str:
+        """Shared-memory name of the snapshot buffer (for camera processes)."""
+        return self.shared.name
 
     def submit(self, command: object) -> None:
         self.core.submit(command)
@@ -169,6 +185,8 @@ class SteppedRuntime:
 
     def close(self) -> None:
         self.core.backend.close()
+        self.core = None
+        self.shared.close()
 
 
 class ThreadRuntime:
@@ -176,10 +194,12 @@ class ThreadRuntime:
 
     realtime = True
 
-    def __init__(self, factory: BackendFactory, config: CoreConfig) -> None:
+    def __init__(self, factory: BackendFactory, config: CoreConfig, *, rt_priority: int | None = None) -> None:
         backend, scene = factory.build(realtime=True)
-        self.core = ControlCore(backend, config, scene=scene)
-        self.layout = self.core.layout
+        self.layout = factory.layout()
+        self.shared = SharedSnapshot(self.layout)
+        self.core = ControlCore(backend, config, scene=scene, buffer=self.shared.buffer)
+        self._rt_priority = rt_priority
         self._stop = False
         self._error: BaseException | None = None
         self._recorder = _TickRecorder()
@@ -189,8 +209,10 @@ class ThreadRuntime:
 
     def _run(self) -> None:
         try:
+            if self._rt_priority is not None:
+                _set_fifo(self._rt_priority)  # applies to this thread only (Linux)
             _paced_loop(self.core, lambda: self._stop, self._recorder, lambda: None,
-                        paced_by_hardware=self.core.spec.paced_by_hardware)
+                        paced_by_hardware=self.core.spec.paced_by_hardware, own_gc=False)
         except BaseException as exc:  # noqa: BLE001 - reported to the server thread, then the arm is released
             log.exception("control loop stopped")
             self._error = exc
@@ -232,9 +254,29 @@ class ThreadRuntime:
         if self._error is not None or not self._thread.is_alive():
             raise ControlLoopDied(f"control thread stopped: {self._error!r}")
 
+    @property
+    def snapshot_name(self) -> str:
+        return self.shared.name
+
     def close(self) -> None:
         self._stop = True
         self._thread.join(timeout=2.0)
+        if not self._thread.is_alive():
+            self.core = None
+            self.shared.close()
+
+
+def _set_fifo(priority: int) -> bool:
+    """SCHED_FIFO for the calling thread; a warning (not an error) when the OS refuses."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        log.info("control loop runs SCHED_FIFO priority %d", priority)
+        return True
+    except (AttributeError, PermissionError, OSError) as exc:
+        log.warning("could not set SCHED_FIFO priority %d (%s): the 1 kHz loop runs at normal priority and "
+                    "will miss deadlines under load. Grant CAP_SYS_NICE / rtprio (see hardware/README.md).",
+                    priority, exc)
+        return False
 
 
 def _wait_first_snapshot(buffer: SnapshotBuffer, check_alive: Callable[[], None], timeout_s: float = 30.0) -> None:
@@ -257,14 +299,9 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
     """Entry point of the control process: build the backend here, then tick until told to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s control[%(process)d] %(levelname)s %(message)s")
     if rt_priority is not None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
-            log.info("control loop runs SCHED_FIFO priority %d", rt_priority)
-        except (PermissionError, OSError) as exc:
-            log.warning("could not set SCHED_FIFO priority %d (%s); running with normal priority", rt_priority, exc)
-    shm = shared_memory.SharedMemory(name=shm_name)  # the parent created it and unlinks it
+        _set_fifo(rt_priority)
     backend, scene = factory.build(realtime=True)
-    buffer = SnapshotBuffer(factory.layout(), shm.buf)
+    buffer, shm = attach_snapshot(shm_name, factory.layout())  # the parent created it and unlinks it
     core = ControlCore(backend, config, scene=scene, buffer=buffer)
     recorder = _TickRecorder()
     state = {"stop": False}
@@ -284,7 +321,8 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
                 core.submit(msg)
 
     try:
-        _paced_loop(core, lambda: state["stop"], recorder, on_tick, paced_by_hardware=backend.spec.paced_by_hardware)
+        _paced_loop(core, lambda: state["stop"], recorder, on_tick, paced_by_hardware=backend.spec.paced_by_hardware,
+                    own_gc=True)
     finally:
         backend.close()
         del core, buffer, on_tick
@@ -307,13 +345,12 @@ class ProcessRuntime:
     def __init__(self, factory: BackendFactory, config: CoreConfig, *, rt_priority: int | None = None,
                  start_timeout_s: float = 60.0) -> None:
         self.layout = factory.layout()
-        self._shm = shared_memory.SharedMemory(create=True, size=self.layout.nbytes)
-        self._shm.buf[:] = bytes(self.layout.nbytes)
-        self._buffer = SnapshotBuffer(self.layout, self._shm.buf)
+        self.shared = SharedSnapshot(self.layout)
+        self._buffer = self.shared.buffer
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(target=_child_main, name="robot_rl-control",
-                                 args=(factory, config, self._shm.name, child_conn, rt_priority), daemon=True)
+                                 args=(factory, config, self.shared.name, child_conn, rt_priority), daemon=True)
         self._proc.start()
         self._pending: list[object] = []
         _wait_first_snapshot(self._buffer, self.check_alive, start_timeout_s)
@@ -370,6 +407,10 @@ class ProcessRuntime:
     def reset_stats(self) -> None:
         self._conn.send(_RESET_STATS)
 
+    @property
+    def snapshot_name(self) -> str:
+        return self.shared.name
+
     def close(self) -> None:
         if self._proc.is_alive():
             try:
@@ -381,5 +422,4 @@ class ProcessRuntime:
                 self._proc.kill()
                 self._proc.join(timeout=2.0)
         del self._buffer
-        self._shm.close()
-        self._shm.unlink()
+        self.shared.close()

@@ -9,6 +9,7 @@ is normal during RL, not an error.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +50,14 @@ class WorkspaceBox:
         if any(not (0.0 <= b <= np.pi) for b in self.rot_bound_rad):
             raise ValueError(f"rot_bound_rad entries must be in [0, π], got {self.rot_bound_rad}")
 
-    def _rel_rotvec(self, quat_wxyz: np.ndarray) -> np.ndarray:
-        nominal = np.asarray(self.nominal_quat_wxyz, dtype=np.float64)
-        return rotations.quat_to_rotvec(rotations.quat_mul(quat_wxyz, rotations.quat_conj(nominal)))
+    def _rel_rotvec(self, quat_wxyz) -> tuple[float, float, float]:
+        n = self.nominal_quat_wxyz
+        return rotations.qto_rotvec(rotations.qmul(tuple(quat_wxyz), (n[0], -n[1], -n[2], -n[3])))
 
     def violation(self, pose: np.ndarray, *, tol_m: float = 0.0, tol_rad: float = 0.0) -> str | None:
         """None if `pose` is inside the box (with tolerance), else a sentence naming the axis."""
-        lo = np.asarray(self.min_m) - tol_m
-        hi = np.asarray(self.max_m) + tol_m
         for i, axis in enumerate("xyz"):
-            if not lo[i] <= pose[i] <= hi[i]:
+            if not self.min_m[i] - tol_m <= pose[i] <= self.max_m[i] + tol_m:
                 return (f"{axis}={pose[i]:.4f} m is outside the workspace box "
                         f"[{self.min_m[i]:.4f}, {self.max_m[i]:.4f}] m")
         rel = self._rel_rotvec(pose[3:])
@@ -68,19 +67,20 @@ class WorkspaceBox:
                         f"±{self.rot_bound_rad[i]:.3f} rad")
         return None
 
-    def clip(self, pose: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Nearest pose inside the box (position clipped per axis, rotation vector per axis)."""
-        out = np.array(pose, dtype=np.float64)
-        out[:3] = np.clip(out[:3], self.min_m, self.max_m)
-        rel = self._rel_rotvec(out[3:])
-        bound = np.asarray(self.rot_bound_rad)
-        rel_clipped = np.clip(rel, -bound, bound)
-        clipped = bool(np.any(out[:3] != pose[:3]) or np.any(rel_clipped != rel))
-        if np.any(rel_clipped != rel):
-            out[3:] = rotations.quat_normalize(
-                rotations.quat_mul(rotations.rotvec_to_quat(rel_clipped), np.asarray(self.nominal_quat_wxyz))
-            )
-        return out, clipped
+    def clip(self, pose) -> tuple[np.ndarray, bool]:
+        """Nearest pose inside the box (position clipped per axis, rotation vector per axis).
+
+        Scalar math: this runs for every command."""
+        lo, hi, b = self.min_m, self.max_m, self.rot_bound_rad
+        p = [min(max(float(pose[i]), lo[i]), hi[i]) for i in range(3)]
+        q = (float(pose[3]), float(pose[4]), float(pose[5]), float(pose[6]))
+        rel = self._rel_rotvec(q)
+        rel_c = tuple(min(max(rel[i], -b[i]), b[i]) for i in range(3))
+        clipped = bool(p[0] != pose[0] or p[1] != pose[1] or p[2] != pose[2])
+        if rel_c != rel:
+            clipped = True
+            q = rotations.qnormalize(rotations.qmul(rotations.qfrom_rotvec(*rel_c), tuple(self.nominal_quat_wxyz)))
+        return np.array([p[0], p[1], p[2], q[0], q[1], q[2], q[3]]), clipped
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class CommandLimits:
             raise ValueError(f"max_hold_s must be in [0, 10], got {self.max_hold_s}")
 
 
-def _require_finite(values: np.ndarray, what: str) -> None:
-    if not np.all(np.isfinite(values)):
+def _require_finite(values, what: str) -> None:
+    if not all(math.isfinite(v) for v in values):
         raise SafetyViolation(f"{what} contains NaN or inf: {np.asarray(values).tolist()}", code="non_finite")
 
 
@@ -127,17 +127,20 @@ def target_from_delta(pose_now: np.ndarray, delta_base: np.ndarray, box: Workspa
     Raises:
         SafetyViolation: non-finite delta, or a step beyond `max_step_m` / `max_step_rad`.
     """
-    _require_finite(delta_base, "delta")
-    step_m = float(np.linalg.norm(delta_base[:3]))
-    step_rad = float(np.linalg.norm(delta_base[3:]))
+    dx, dy, dz, rx, ry, rz = (float(v) for v in delta_base)
+    _require_finite((dx, dy, dz, rx, ry, rz), "delta")
+    step_m = math.sqrt(dx * dx + dy * dy + dz * dz)
+    step_rad = math.sqrt(rx * rx + ry * ry + rz * rz)
     if step_m > limits.max_step_m:
         raise SafetyViolation(f"translation step {step_m:.4f} m exceeds max_step_m {limits.max_step_m} m",
                               code="step_too_large")
     if step_rad > limits.max_step_rad:
         raise SafetyViolation(f"rotation step {step_rad:.4f} rad exceeds max_step_rad {limits.max_step_rad} rad",
                               code="step_too_large")
-    target = rotations.apply_delta(pose_now, delta_base[:3], delta_base[3:])
-    return box.clip(target)
+    q = rotations.qnormalize(rotations.qmul(rotations.qfrom_rotvec(rx, ry, rz),
+                                            (float(pose_now[3]), float(pose_now[4]), float(pose_now[5]),
+                                             float(pose_now[6]))))
+    return box.clip((pose_now[0] + dx, pose_now[1] + dy, pose_now[2] + dz, *q))
 
 
 def check_absolute_target(pose_now: np.ndarray, target: np.ndarray, box: WorkspaceBox,

@@ -170,3 +170,33 @@ class SnapshotBuffer:
                     return Snapshot(self.layout, ints, floats)
             if time.monotonic() > deadline:
                 raise TimeoutError("control loop snapshot stayed locked for 50 ms: is the loop stuck mid-write?")
+
+
+class SharedSnapshot:
+    """A `SnapshotBuffer` in named shared memory, so other processes (the control process, a
+    camera renderer) can attach to it by `name`. The creator unlinks it in `close()`."""
+
+    def __init__(self, layout: SnapshotLayout) -> None:
+        from multiprocessing import shared_memory
+
+        self.layout = layout
+        self._shm = shared_memory.SharedMemory(create=True, size=layout.nbytes)
+        self._shm.buf[:layout.nbytes] = bytes(layout.nbytes)
+        self.name = self._shm.name
+        self.buffer = SnapshotBuffer(layout, self._shm.buf)
+
+    def close(self) -> None:
+        self.buffer = None  # drop the views before unmapping
+        try:
+            self._shm.close()
+        except BufferError:  # a Snapshot view still alive somewhere; the unlink below still frees it
+            pass
+        self._shm.unlink()
+
+
+def attach_snapshot(name: str, layout: SnapshotLayout):
+    """(SnapshotBuffer, SharedMemory) over an existing segment; close the SharedMemory when done."""
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    return SnapshotBuffer(layout, shm.buf), shm

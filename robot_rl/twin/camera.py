@@ -5,10 +5,9 @@ so rendering never touches the physics data: it copies the snapshot's simulator 
 mocap poses) and runs kinematics only. Shadows and multisampling are off (the shadow map is the
 main cost on a CPU, see ../shared/NOTES.md). Colours and lights are randomized at each reset.
 
-Threading: an OpenGL context belongs to the thread that made it. Stepped servers call `frames()`
-from their one thread; real-time servers call `start_streaming()` and the render thread is then
-the only user of the GL context, while `frames()` returns its newest images (newest-frame
-semantics, like a real camera).
+Threading: an OpenGL context belongs to the thread that made it, so one thread makes every call.
+A stepped server renders on request from its thread (fresh, synchronous frames); streaming
+cameras run this class in a process of their own (`twin/camera_stream.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
-
 import mujoco
 import numpy as np
 
@@ -27,10 +24,6 @@ from robot_rl.task_spec import CameraSpec
 from robot_rl.twin import scene as sc
 
 log = logging.getLogger(__name__)
-
-StateProvider = Callable[[], tuple[np.ndarray, int]]
-"""Returns (sim_state, t_capture_ns) of the newest control tick."""
-
 
 class TwinCameras:
     """`FrameSource` rendering the twin. See the module docstring for threading."""
@@ -55,11 +48,6 @@ class TwinCameras:
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._gl_thread: int | None = None
         self._seq = 0
-        self._pending_seed: int | None = None
-        self._latest: dict[str, Frame] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.render_error: BaseException | None = None
 
     # ---- FrameSource ---------------------------------------------------------------------------
 
@@ -67,24 +55,14 @@ class TwinCameras:
         return {n: (c.height, c.width) for n, c in self.specs.items()}
 
     def frames(self, names: tuple[str, ...], sim_state: np.ndarray | None, t_ns: int) -> list[Frame]:
-        if self._thread is not None:
-            if self.render_error is not None:
-                raise RuntimeError(f"twin render thread failed: {self.render_error}") from self.render_error
-            return [self._latest[n] for n in names if n in self._latest]
         if sim_state is None:
             raise ValueError("a stepped twin renders from a simulator state; got None")
         return self._render(names, sim_state, t_ns)
 
     def on_reset(self, seed: int) -> None:
-        if self._thread is not None:
-            self._pending_seed = seed  # applied by the render thread, which owns the model
-        else:
-            self._randomize(seed)
+        self._randomize(seed)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
         self._close_renderers()
 
     def _close_renderers(self) -> None:
@@ -94,44 +72,6 @@ class TwinCameras:
             for r in self._renderers.values():
                 r.close()
         self._renderers.clear()
-
-    # ---- real-time streaming -------------------------------------------------------------------
-
-    def start_streaming(self, state: StateProvider, *, fps: float = 30.0) -> None:
-        """Render every camera at `fps` from the newest snapshot on a thread of its own."""
-        self._thread = threading.Thread(target=self._stream, args=(state, fps), name="twin-cameras", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30.0
-        while len(self._latest) < len(self.specs) and self.render_error is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("twin cameras rendered nothing within 30 s")
-            time.sleep(0.005)
-        if self.render_error is not None:
-            raise RuntimeError(f"twin render thread failed: {self.render_error}") from self.render_error
-
-    def _stream(self, state: StateProvider, fps: float) -> None:
-        period = 1.0 / fps
-        names = tuple(self.specs)
-        next_t = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                if self._pending_seed is not None:
-                    seed, self._pending_seed = self._pending_seed, None
-                    self._randomize(seed)
-                sim_state, t_ns = state()
-                for frame in self._render(names, sim_state, t_ns):
-                    self._latest[frame.camera] = frame
-                next_t += period
-                delay = next_t - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    next_t = time.monotonic()
-        except BaseException as exc:  # noqa: BLE001 - surfaced to the server through frames()
-            log.exception("twin render thread stopped")
-            self.render_error = exc
-        finally:
-            self._close_renderers()
 
     # ---- internals -----------------------------------------------------------------------------
 
