@@ -13,13 +13,20 @@ import numpy as np
 _EPS = 1e-12
 
 
+def _negative_sign(w: float, x: float, y: float, z: float) -> bool:
+    """True when the canonical sign (w > 0; for w = 0 the first non-zero of x, y, z > 0) needs a flip."""
+    if w != 0.0:
+        return w < 0.0
+    return (x < 0.0) if x != 0.0 else (y < 0.0) if y != 0.0 else z < 0.0
+
+
 def quat_normalize(quat_wxyz: np.ndarray) -> np.ndarray:
-    """Unit quaternion with non-negative w (one canonical sign)."""
+    """Unit quaternion with one canonical sign (w > 0, ties broken by x, y, z)."""
     w, x, y, z = (float(v) for v in quat_wxyz)
     n = math.sqrt(w * w + x * x + y * y + z * z)
     if not math.isfinite(n) or n < _EPS:
         raise ValueError(f"quaternion must be finite and non-zero, got {list(quat_wxyz)}")
-    if w < 0:
+    if _negative_sign(w, x, y, z):
         n = -n
     return np.array([w / n, x / n, y / n, z / n])
 
@@ -173,6 +180,6 @@ def qto_rotvec(q: Quat) -> tuple[float, float, float]:
 def qnormalize(q: Quat) -> Quat:
     w, x, y, z = q
     n = math.sqrt(w * w + x * x + y * y + z * z)
-    if w < 0:
+    if _negative_sign(w, x, y, z):
         n = -n
     return (w / n, x / n, y / n, z / n)

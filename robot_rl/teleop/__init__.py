@@ -1,1 +1,1 @@
-"""teleop"""
+"""Human and scripted teleoperation: keyboard, SpaceMouse, scripted experts, and `robot-rl record`."""

@@ -101,7 +101,7 @@ class TwinArm:
         Raises:
             ValueError: the pose is out of reach (IK residual above 1 mm / 0.01 rad).
         """
-        q = solve_ik(self.model, self.data, self._qadr, self._dadr, self._tcp, pose_base_tcp,
+        q = solve_ik(self.model, self._qadr, self._dadr, self._tcp, pose_base_tcp,
                      np.asarray(self.spec.q_home_rad), np.asarray(self.spec.q_min_rad), np.asarray(self.spec.q_max_rad))
         d = self.data
         d.qpos[self._qadr] = q
@@ -212,15 +212,14 @@ class TwinArm:
         return wrench
 
 
-def solve_ik(model: mujoco.MjModel, data: mujoco.MjData, qadr: np.ndarray, dadr: np.ndarray, site: int,
+def solve_ik(model: mujoco.MjModel, qadr: np.ndarray, dadr: np.ndarray, site: int,
              goal: np.ndarray, q_start: np.ndarray, q_min: np.ndarray, q_max: np.ndarray, *,
              iterations: int = 300, damping: float = 1e-5) -> np.ndarray:
     """Joint positions putting `site` at `goal` (damped least squares from `q_start`, posture kept
-    near `q_start` in the nullspace). Uses a scratch copy of `data`; `data` is not modified."""
+    near `q_start` in the nullspace). Works on fresh scratch data (the model's default pose for
+    everything but the arm): objects elsewhere shift the jacobian's rounding, and the answer
+    must depend on the goal alone."""
     scratch = mujoco.MjData(model)
-    scratch.qpos[:] = data.qpos
-    scratch.mocap_pos[:] = data.mocap_pos
-    scratch.mocap_quat[:] = data.mocap_quat
     q = np.array(q_start, dtype=np.float64)
     jacp = np.zeros((3, model.nv))
     jacr = np.zeros((3, model.nv))

@@ -1,0 +1,76 @@
+"""Shared fixtures: twin servers on free loopback ports (in a thread or a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robot_rl.bench.bridge import free_port
+from robot_rl.bridge.client import BridgeClient
+from robot_rl.bridge.serve import ServeConfig, start_server
+from robot_rl.errors import BridgeTimeout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stepped_server():
+    """A stepped (pace fast) pick_cube twin server on a thread; yields its address."""
+    stack = start_server(ServeConfig(task="pick_cube", bind="tcp://127.0.0.1:0", pub_bind=""))
+    yield stack
+    stack.close()
+
+
+class ServeProcess:
+    """`robot-rl serve` in a real subprocess; `client()` connects once it answers."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "serve", "--bind", self.address,
+                                      *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+
+    def client(self, *, timeout_s: float = 60.0, **kwargs) -> BridgeClient:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-3000:]}")
+            try:
+                return BridgeClient(self.address, timeout_s=kwargs.pop("timeout_s", 5.0), **kwargs)
+            except BridgeTimeout:
+                if time.monotonic() > deadline:
+                    raise
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def serve_process():
+    """Factory of `robot-rl serve` subprocesses, stopped after the test."""
+    procs: list[ServeProcess] = []
+
+    def make(*args: str, **kwargs) -> ServeProcess:
+        p = ServeProcess(*args, **kwargs)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        p.stop()
