@@ -43,7 +43,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-3000:]}")
             try:
-                return BridgeClient(self.address, timeout_s=kwargs.pop("timeout_s", 5.0), **kwargs)
+                return BridgeClient(self.address, connect_timeout_s=2.0, **kwargs)
             except BridgeTimeout:
                 if time.monotonic() > deadline:
                     raise

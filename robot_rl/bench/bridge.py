@@ -51,7 +51,7 @@ def start_serve_process(args: list[str], port: int, *, timeout_s: float = 60.0) 
         if proc.poll() is not None:
             raise RuntimeError(f"robot-rl serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
         try:
-            return proc, BridgeClient(f"tcp://127.0.0.1:{port}", name="bench", timeout_s=2.0)
+            return proc, BridgeClient(f"tcp://127.0.0.1:{port}", name="bench", connect_timeout_s=2.0)
         except BridgeTimeout:
             if time.monotonic() > deadline:
                 proc.kill()

@@ -1,1 +1,1 @@
-"""bridge"""
+"""The robot bridge: wire protocol, request service, ZeroMQ server and client (both ends import protocol.py)."""

@@ -36,12 +36,13 @@ class BridgeClient:
     Args:
         address: the server's request socket, e.g. "tcp://10.0.0.2:5555".
         role: "control" may move the arm (the newest control client wins); "monitor" only reads.
-        timeout_s: reply deadline on top of a command's `hold_s` (resets use `reset_timeout_s`).
+        timeout_s: reply deadline on top of a command's `hold_s` (resets use `reset_timeout_s`,
+            the hello handshake `connect_timeout_s`).
         keys_dir: CurveZMQ keys (`robot-rl keys`) when the server requires them.
     """
 
     def __init__(self, address: str, *, name: str = "robot_rl", role: P.Role = "control", timeout_s: float = 2.0,
-                 reset_timeout_s: float = 30.0, keys_dir: str | Path | None = None,
+                 reset_timeout_s: float = 30.0, connect_timeout_s: float = 5.0, keys_dir: str | Path | None = None,
                  context: zmq.Context | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
@@ -57,7 +58,7 @@ class BridgeClient:
         self._seq = 0
         self.last_timing: StepTiming | None = None
         t0 = time.monotonic_ns()
-        welcome = self._request(P.Hello(P.PROTOCOL_VERSION, name, role), timeout_s=max(timeout_s, 5.0), seq=None)
+        welcome = self._request(P.Hello(P.PROTOCOL_VERSION, name, role), timeout_s=connect_timeout_s, seq=None)
         t1 = time.monotonic_ns()
         if not isinstance(welcome, P.Welcome):
             raise BridgeRemoteError(f"server answered hello with {type(welcome).__name__}", code="bad_reply")

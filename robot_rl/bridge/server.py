@@ -174,7 +174,7 @@ class RobotServer:
         self.n_requests += 1
         identity = [frames[0].bytes]
         payload = frames[1:]
-        if payload and len(payload[0]) == 0:  # REQ clients put an empty delimiter frame first
+        if len(payload) > 1 and len(payload[0]) == 0:  # REQ clients put an empty delimiter frame first
             identity.append(b"")
             payload = payload[1:]
         seq = -1

@@ -1,1 +1,1 @@
-"""cli"""
+"""The `robot-rl` command."""

@@ -1,1 +1,1 @@
-"""control"""
+"""Robot-PC control: the impedance law, safety limits, the 1 kHz core and where it runs. No torch."""

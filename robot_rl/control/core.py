@@ -136,9 +136,15 @@ class CoreConfig:
     """Reflex when a joint comes this close to its position limit."""
     joint_velocity_margin: float = 1.0
     """Reflex when a joint exceeds this fraction of its velocity limit."""
+    brake_damping_factor: float = 3.0
+    """Damping multiplier applied at once when the watchdog or a reflex stops the arm."""
 
 
 Ticks = Iterator[np.ndarray | None]
+
+_STILL_M2_PER_S2 = 0.003 ** 2
+_STILL_RAD2_PER_S2 = 0.03 ** 2
+"""Braking ends (and the hold pose is fixed) below 3 mm/s and 0.03 rad/s."""
 
 
 @dataclass
@@ -194,6 +200,7 @@ class ControlCore:
         self._gripper_width = self.spec.gripper_max_width_m
         self._last_tau = np.zeros(self.spec.n_joints)
         self._reading: ArmReading | None = None
+        self._braking = False
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -231,7 +238,15 @@ class ControlCore:
                 and self._now_ns - self._last_command_ns > self.config.limits.watchdog_s * 1e9):
             self._mode = Mode.WATCHDOG_HOLD
             self._watchdog_trips += 1
+            self._start_braking()
+        if self._braking:
+            # Stop with damping alone: the reference follows the arm until it is still, so the
+            # hold pose is where the arm came to rest (no spring pulls it back from an overshoot).
             self._hold_at(reading)
+            tw = reading.twist_base_tcp
+            if (tw[0] * tw[0] + tw[1] * tw[1] + tw[2] * tw[2] < _STILL_M2_PER_S2
+                    and tw[3] * tw[3] + tw[4] * tw[4] + tw[5] * tw[5] < _STILL_RAD2_PER_S2):
+                self._braking = False
 
         joint_target = self._advance_reset(reading) if self._reset is not None else None
         if joint_target is not None:
@@ -282,6 +297,7 @@ class ControlCore:
             self._command_seq = cmd.seq
             self._last_command_ns = self._now_ns
             self._mode = Mode.TRACK
+            self._braking = False
             if cmd.gripper_width_m is not None:
                 self._set_gripper(cmd.gripper_width_m)
         elif isinstance(cmd, ResetCommand):
@@ -333,8 +349,17 @@ class ControlCore:
     def _fault_text(self) -> str:
         return FAULT_TEXT[self._fault].format(value=self._fault_value)
 
+    def _start_braking(self) -> None:
+        """Brake with extra damping: the law's gains jump to `brake_damping_factor`·D now and the
+        gain filter brings them back to nominal over ~0.2 s."""
+        self._braking = True
+        gains = self._law.gains.copy()
+        gains[1] *= self.config.brake_damping_factor
+        self._law = replace(self._law, gains=gains)
+
     def _enter_reflex(self, fault: Fault, value: float, reading: ArmReading) -> None:
         self._fault, self._fault_value, self._mode = fault, value, Mode.REFLEX
+        self._start_braking()
         if self._reset is not None:
             self._events.append(CoreEvent("reset_failed", self._reset.request_id, f"reflex: {self._fault_text()}"))
             self._reset = None

@@ -1,1 +1,1 @@
-"""data"""
+"""Episode recordings on disk."""

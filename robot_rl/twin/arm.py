@@ -178,8 +178,10 @@ class TwinArm:
     # ---- contacts --------------------------------------------------------------------------------
 
     def _external_wrench(self, tcp_pos: np.ndarray) -> np.ndarray:
-        """Force [N] and torque [N·m] at the TCP from environment contacts on the hand subtree;
-        also tracks the peak normal force of any robot/environment contact."""
+        """Force [N] and torque [N·m] at the TCP from environment contacts on the hand subtree.
+
+        Also tracks the robot's contact force: the larger of the net force on the hand (what the
+        reflex watches) and the largest contact on any other link."""
         m, d = self.model, self.data
         wrench = np.zeros(6)
         ncon = d.ncon
@@ -197,9 +199,9 @@ class TwinArm:
         peak = 0.0
         for i in mixed:
             mujoco.mj_contactForce(m, d, int(i), self._cf)
-            peak = max(peak, self._cf[0])
             hand_is_1 = self.hand_geoms[g1[i]]
             if not (hand_is_1 or self.hand_geoms[g2[i]]):
+                peak = max(peak, self._cf[0])  # an arm link touches something
                 continue
             frame = d.contact.frame[i].reshape(3, 3)
             f_world = frame.T @ self._cf[:3]  # force geom1 exerts on geom2
@@ -207,6 +209,7 @@ class TwinArm:
                 f_world = -f_world
             wrench[:3] += f_world
             wrench[3:] += np.cross(d.contact.pos[i] - tcp_pos, f_world)
+        peak = max(peak, float(np.linalg.norm(wrench[:3])))
         self.last_robot_contact_force_n = peak
         self.peak_robot_contact_force_n = max(self.peak_robot_contact_force_n, peak)
         return wrench

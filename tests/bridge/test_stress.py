@@ -1,0 +1,132 @@
+"""10 000 random and adversarial messages against a real-time twin server in its own process.
+
+The server must stay up, answer every bad message with an error, keep the TCP inside the
+workspace box and the contact force within the configured bound, whatever the stream holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import msgpack
+import numpy as np
+
+from robot_rl.bridge import protocol as P
+from robot_rl.task_spec import load_task
+
+N_MESSAGES = 10_000
+BOX_TOL_M = 0.005
+"""The arm tracks a box-clipped target with a compliant controller: allow it 5 mm of overshoot."""
+
+
+def _raw_command(seq: int, body: dict, arrays: list, bufs: list[bytes]) -> list[bytes]:
+    base = {"seq": seq, "mode": "delta", "target": 0}
+    base.update(body)
+    return [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": "command", "body": base, "arrays": arrays}), *bufs]
+
+
+def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> tuple[str, list[bytes]]:
+    """(category, frames); categories ending in '!' must be refused."""
+    enc = lambda msg: [bytes(f) for f in P.encode(msg)]  # noqa: E731
+    r = rng.random()
+    if r < 0.33:
+        d = rng.normal(size=6) * [0.02, 0.02, 0.02, 0.05, 0.05, 0.1]
+        d[:3] *= min(1.0, 0.045 / max(np.linalg.norm(d[:3]), 1e-9))
+        d[3:] *= min(1.0, 0.3 / max(np.linalg.norm(d[3:]), 1e-9))
+        return "delta", enc(P.Command(seq, "delta", d, float(rng.choice([0.0, 0.08])) if rng.random() < 0.3 else None))
+    if r < 0.43:
+        return "push_down", enc(P.Command(seq, "delta", np.array([0, 0, -0.045, 0, 0, 0.0])))
+    if r < 0.48:
+        target = pose.copy()
+        target[:3] = np.clip(target[:3] + rng.uniform(-0.02, 0.02, 3), box.min_m, box.max_m)
+        return "absolute", enc(P.Command(seq, "absolute", target))
+    if r < 0.50:
+        return "observe", enc(P.GetObservation(seq, ("wrist",)))
+    if r < 0.58:
+        d = np.zeros(6)
+        d[int(rng.integers(6))] = rng.choice([-1, 1]) * 10 ** rng.uniform(-0.35, 3)  # beyond 0.05 m and 0.35 rad
+        return "huge_step!", enc(P.Command(seq, "delta", d))
+    if r < 0.66:
+        d = np.zeros(6)
+        d[int(rng.integers(6))] = rng.choice([math.nan, math.inf, -math.inf])
+        return "non_finite!", _raw_command(seq, {}, [["<f8", [6]]], [d.tobytes()])
+    if r < 0.73:
+        target = pose.copy()
+        axis = int(rng.integers(3))
+        target[axis] = (box.max_m[axis] + rng.uniform(0.01, 1.0)) if rng.random() < 0.5 else (
+            box.min_m[axis] - rng.uniform(0.01, 1.0))
+        return "out_of_box!", enc(P.Command(seq, "absolute", target))
+    if r < 0.76:
+        target = pose.copy()
+        target[:3] = np.array(box.max_m) if np.linalg.norm(pose[:3] - box.max_m) > 0.1 else np.array(box.min_m)
+        return "far_absolute!", enc(P.Command(seq, "absolute", target))
+    if r < 0.84:
+        return "garbage!", [rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes()
+                            for _ in range(int(rng.integers(1, 4)))]
+    if r < 0.89:
+        shape = [[6], [7], [2, 3], [0]][int(rng.integers(4))]
+        dtype = str(rng.choice(["<f4", "<i8", "|u1"]))
+        n = int(np.prod(shape)) * {"<f4": 4, "<i8": 8, "|u1": 1}[dtype]
+        if shape == [6] and dtype == "<f4":
+            shape = [3, 2]
+        return "bad_array!", _raw_command(seq, {}, [[dtype, shape]], [bytes(n)])
+    if r < 0.92:
+        kind = rng.choice(["teleport", "observation", "welcome", "", "error"])
+        return "bad_kind!", [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": str(kind), "body": {"seq": seq},
+                                            "arrays": []})]
+    if r < 0.95:
+        q = pose.copy()
+        q[3:] = rng.normal(size=4) * 3
+        return "bad_quaternion!", enc(P.Command(seq, "absolute", q))
+    if r < 0.96:
+        return "oversized!", _raw_command(seq, {}, [["<f8", [6]]], [np.zeros(6).tobytes(), bytes(1 << 20)])
+    if r < 0.98:
+        return "bad_field!", _raw_command(seq, {"hold_s": -1.0 if rng.random() < 0.5 else "soon"},
+                                          [["<f8", [6]]], [np.zeros(6).tobytes()])
+    return "unknown_camera!", enc(P.Command(seq, "delta", np.zeros(6), cameras=("thermal",)))
+
+
+def test_ten_thousand_adversarial_messages(serve_process):
+    task = load_task("pick_cube")
+    box = task.workspace
+    server = serve_process("--task", "pick_cube", "--pace", "realtime")
+    client = server.client(timeout_s=10.0)
+    client.reset(seed=0)
+    rng = np.random.default_rng(1234)
+    pose = client.observe().state.pose_base_tcp.copy()
+    answered = Counter()
+    refused_valid = Counter()
+    for i in range(N_MESSAGES):
+        category, frames = make_message(rng, 1000 + i, pose, box)
+        reply = client.send_raw(frames)
+        if category.endswith("!"):
+            assert isinstance(reply, P.Error), f"message {i} ({category}) was not refused: {reply}"
+            assert reply.message
+            answered[category] += 1
+        else:
+            if isinstance(reply, P.Error):
+                refused_valid[reply.code] += 1
+            else:
+                assert isinstance(reply, P.Observation)
+                pose = reply.state.pose_base_tcp.copy()
+                answered[category] += 1
+        if i % 2500 == 2499:
+            priv = client.observe().state.privileged
+            assert np.all(priv["tcp_min_m"] >= np.array(box.min_m) - BOX_TOL_M), priv["tcp_min_m"]
+            assert np.all(priv["tcp_max_m"] <= np.array(box.max_m) + BOX_TOL_M), priv["tcp_max_m"]
+    assert server.alive()
+    state = client.observe().state
+    priv = state.privileged
+    assert sum(answered.values()) + sum(refused_valid.values()) == N_MESSAGES
+    assert not refused_valid, f"valid commands were refused: {refused_valid}"  # e.g. a reflex fired
+    assert state.mode != "reflex"
+    assert np.all(priv["tcp_min_m"] >= np.array(box.min_m) - BOX_TOL_M)
+    assert np.all(priv["tcp_max_m"] <= np.array(box.max_m) + BOX_TOL_M)
+    assert priv["peak_contact_force_n"][0] <= task.limits.max_contact_force_n
+    assert priv["peak_contact_force_n"][0] > 1.0  # the stream did push the arm into contact
+    assert answered["push_down"] > 500 and sum(v for k, v in answered.items() if k.endswith("!")) > 4000
+    print(f"\n{dict(answered)}; peak contact force {priv['peak_contact_force_n'][0]:.1f} N "
+          f"(bound {task.limits.max_contact_force_n} N); TCP min {priv['tcp_min_m'].round(4)}, "
+          f"max {priv['tcp_max_m'].round(4)}")
+    client.close()
