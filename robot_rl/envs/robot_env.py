@@ -33,6 +33,12 @@ from robot_rl.task_spec import TaskSpec, load_task
 SAFETY_TRACKERS = ("success", "peak_contact_force_n", "tcp_min_m", "tcp_max_m")
 """Privileged vectors that are bookkeeping, never observations."""
 
+STATE_BOUNDS = {"tcp_pose": (7, 10.0), "tcp_vel": (6, 100.0), "gripper_width": (1, 1.0), "force": (3, 1e4),
+                "torque": (3, 1e3)}
+"""(size, bound) of each state observation: far beyond any physical value (m, m/s, rad/s, N, N·m);
+values are clipped into them so observations always lie in the space."""
+PRIVILEGED_BOUND = 100.0
+
 
 class RobotEnv(gym.Env):
     """See the module docstring.
@@ -87,12 +93,7 @@ class RobotEnv(gym.Env):
         self._gripper_max = welcome.gripper_max_width_m
         self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
         obs_spaces: dict[str, spaces.Space] = {
-            "tcp_pose": spaces.Box(-np.inf, np.inf, (7,), np.float32),
-            "tcp_vel": spaces.Box(-np.inf, np.inf, (6,), np.float32),
-            "gripper_width": spaces.Box(0.0, np.inf, (1,), np.float32),
-            "force": spaces.Box(-np.inf, np.inf, (3,), np.float32),
-            "torque": spaces.Box(-np.inf, np.inf, (3,), np.float32),
-        }
+            name: spaces.Box(-bound, bound, (size,), np.float32) for name, (size, bound) in STATE_BOUNDS.items()}
         if image_obs:
             obs_spaces["images"] = spaces.Dict({
                 name: spaces.Box(0, 255, (*served[name], 3), np.uint8) for name in self.cameras})
@@ -104,7 +105,7 @@ class RobotEnv(gym.Env):
             snap = self.link.observe()
             self._privileged_names = tuple(n for n in welcome.privileged if n not in SAFETY_TRACKERS)
             obs_spaces["privileged"] = spaces.Dict({
-                n: spaces.Box(-np.inf, np.inf, snap.state.privileged[n].shape, np.float32)
+                n: spaces.Box(-PRIVILEGED_BOUND, PRIVILEGED_BOUND, snap.state.privileged[n].shape, np.float32)
                 for n in self._privileged_names})
         self.observation_space = spaces.Dict(obs_spaces)
         if self.task.reward.type == "twin_success" and "success" not in welcome.privileged:
@@ -191,19 +192,17 @@ class RobotEnv(gym.Env):
     def _observation(self, obs: P.Observation) -> dict[str, Any]:
         s = obs.state
         w = s.wrench_ext_base
-        out: dict[str, Any] = {
-            "tcp_pose": s.pose_base_tcp.astype(np.float32),
-            "tcp_vel": s.twist_base_tcp.astype(np.float32),
-            "gripper_width": np.array([s.gripper_width_m], dtype=np.float32),
-            "force": w[:3].astype(np.float32),
-            "torque": w[3:].astype(np.float32),
-        }
+        raw = {"tcp_pose": s.pose_base_tcp, "tcp_vel": s.twist_base_tcp, "gripper_width": [s.gripper_width_m],
+               "force": w[:3], "torque": w[3:]}
+        out: dict[str, Any] = {k: np.clip(np.asarray(v, dtype=np.float32), -STATE_BOUNDS[k][1], STATE_BOUNDS[k][1])
+                               for k, v in raw.items()}
         if self.image_obs:
             frames = {f.camera: f.image for f in obs.frames}
             out["images"] = {name: np.array(frames[name]) for name in self.cameras}
         if self.privileged_obs:
             priv = s.privileged
-            out["privileged"] = {n: priv[n].astype(np.float32) for n in self._privileged_names}
+            out["privileged"] = {n: np.clip(priv[n].astype(np.float32), -PRIVILEGED_BOUND, PRIVILEGED_BOUND)
+                                 for n in self._privileged_names}
         return out
 
     def _info(self, obs: P.Observation, **extra: Any) -> dict[str, Any]:

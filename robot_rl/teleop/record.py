@@ -57,6 +57,14 @@ def _human_source(kind: str):
     return SpaceMouseTeleop()
 
 
+def _controls_help(kind: str) -> str:
+    if kind == "keyboard":
+        from robot_rl.teleop.keyboard import KEY_MAP
+
+        return ", ".join(f"{k}: {v}" for k, v in KEY_MAP.items())
+    return "move the SpaceMouse to drive, left button toggles the gripper, right button ends the episode"
+
+
 def run(cfg: RecordConfig, *, console: Console | None = None) -> dict:
     """Record `cfg.episodes` kept episodes; returns a summary dict."""
     console = console or Console(stderr=True)
@@ -70,6 +78,7 @@ def run(cfg: RecordConfig, *, console: Console | None = None) -> dict:
     if human:
         teleop = _human_source(cfg.teleop)
         teleop.start()
+        console.print(f"{cfg.teleop} teleop ready: {_controls_help(cfg.teleop)}")
     else:
         from robot_rl.teleop.scripted import make_expert
 

@@ -1,0 +1,116 @@
+"""The gymnasium env over the bridge: embedded server, remote server, in-process twin."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import robot_rl  # noqa: F401 - registers the env ids
+from robot_rl.envs.robot_env import RobotEnv
+from robot_rl.errors import ConfigError
+from robot_rl.task_spec import load_task
+
+
+@pytest.mark.parametrize("env_id", ["robot_rl/PickCube-v0", "robot_rl/PegInsertion-v0"])
+def test_passes_gymnasium_env_checker(env_id):
+    env = gym.make(env_id)
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+    finally:
+        env.close()
+
+
+def test_observation_layout_and_info():
+    env = gym.make("robot_rl/PickCube-v0", privileged_obs=True)
+    obs, info = env.reset(seed=3)
+    assert set(obs) == {"tcp_pose", "tcp_vel", "gripper_width", "force", "torque", "images", "privileged"}
+    assert obs["images"]["wrist"].shape == (128, 128, 3) and obs["images"]["wrist"].dtype == np.uint8
+    assert "cube_pose" in obs["privileged"] and "success" not in obs["privileged"]
+    obs, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+    assert info["rtt_ms"] > 0 and info["clock"] == "sim" and info["mode"] == "track"
+    assert set(info["frame_age_ms"]) == {"wrist", "front"}
+    assert reward == 0.0 and not terminated and not truncated
+    env.close()
+
+
+def test_actions_move_the_tcp_and_the_gripper():
+    env = RobotEnv("pick_cube", image_obs=False)
+    obs, _ = env.reset(seed=0)
+    start = obs["tcp_pose"][:3].copy()
+    for _ in range(8):
+        obs, *_ = env.step(np.array([0, 1.0, 1.0, 0, 0, 0, 0]))
+    moved = obs["tcp_pose"][:3] - start
+    assert moved[1] > 0.04 and moved[2] > 0.04 and abs(moved[0]) < 0.01
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))  # close
+    assert obs["gripper_width"][0] < 0.01
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))  # open
+    assert obs["gripper_width"][0] > 0.07
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        env.step(np.array([np.nan] * 7))
+    env.close()
+
+
+def test_truncation_at_episode_length():
+    task = dataclasses.replace(load_task("pick_cube"), episode_steps=5)
+    env = RobotEnv(task, image_obs=False, in_process=True)
+    env.reset(seed=1)
+    flags = [env.step(np.zeros(7))[3] for _ in range(5)]
+    assert flags == [False, False, False, False, True]
+    env.close()
+
+
+def test_in_process_env_matches_socket_env():
+    """Same seed, same actions: the in-process twin and the embedded server give the same
+    observations (one code path below the wire)."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (15, 7))
+    runs = []
+    for in_process in (True, False):
+        env = RobotEnv("pick_cube", image_obs=False, in_process=in_process)
+        obs, _ = env.reset(seed=11)
+        trace = [obs["tcp_pose"]]
+        for a in actions:
+            trace.append(env.step(a)[0]["tcp_pose"])
+        runs.append(np.array(trace))
+        env.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_connects_to_a_served_robot(serve_process):
+    server = serve_process("--task", "peg_insertion")
+    server.client().close()  # wait until it serves
+    env = gym.make("robot_rl/PegInsertion-v0", server=server.address, image_obs=False)
+    obs, info = env.reset(seed=2)
+    obs, *_ = env.step(np.array([0, 0, -1.0, 0, 0, 0, 0]))
+    assert obs["tcp_pose"][2] < 0.13
+    env.close()
+
+
+def test_wrong_server_task_and_flags_are_clear_errors():
+    with pytest.raises(ConfigError, match="in_process=True runs its own twin"):
+        RobotEnv("pick_cube", in_process=True, server="tcp://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="unknown task 'pick_banana'"):
+        RobotEnv("pick_banana")
+
+
+def test_reflex_truncates_and_reset_clears_it():
+    env = RobotEnv("pick_cube", image_obs=False, in_process=True)
+    env.reset(seed=0)
+    env.link.set_params(limits={"max_contact_force_n": 2.0})
+    truncated = False
+    info = {}
+    for _ in range(40):
+        _, _, terminated, truncated, info = env.step(np.array([0.0, 0.0, -1.0, 0, 0, 0, 0]))
+        if truncated:
+            break
+    assert truncated and "contact force" in info["reflex"]
+    env.link.set_params(limits={"max_contact_force_n": 60.0})
+    obs, info = env.reset(seed=1)
+    assert info["mode"] == "hold"
+    assert not env.step(np.zeros(7))[3]
+    env.close()
