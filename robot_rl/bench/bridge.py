@@ -101,9 +101,9 @@ def run(cfg: BridgeBench) -> dict:
             try:
                 serl_step(url, [0.5, 0, 0.2, 0, 1, 0, 0])
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or http_proc.poll() is not None:
-                    raise RuntimeError("the Flask baseline server did not start (is flask installed?)")
+                    raise RuntimeError("the Flask baseline server did not start (is flask installed?)") from exc
                 time.sleep(0.1)
         http_ms = []
         for i in range(cfg.http_steps + 20):

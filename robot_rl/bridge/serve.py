@@ -57,6 +57,9 @@ class ServeConfig:
     places it (deterministic and fast); "auto" teleports when pace is fast."""
     name: str = field(default_factory=socket.gethostname)
     """Server name shown to clients."""
+    cameras: str | None = None
+    """Camera config YAML (hardware/cameras/example.yaml): serve these real cameras instead of
+    the twin's renderer. Their names must cover the task's cameras."""
 
 
 @dataclass
@@ -104,7 +107,9 @@ def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotSer
     else:
         runtime = ProcessRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
     try:
-        if cfg.stream_cameras or (cfg.stream_cameras is None and runtime.realtime):
+        if cfg.cameras is not None:
+            frames = _live_cameras(cfg.cameras, task)
+        elif cfg.stream_cameras or (cfg.stream_cameras is None and runtime.realtime):
             frames = StreamingTwinCameras(scene_source(task), task.cameras, snapshot_name=runtime.snapshot_name,
                                           layout=runtime.layout, fps=cfg.camera_fps,
                                           randomize_visuals=task.twin.randomize_visuals)
@@ -115,6 +120,17 @@ def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotSer
     except BaseException:
         runtime.close()
         raise
+
+
+def _live_cameras(path: str, task: TaskSpec):
+    from robot_rl.drivers.camera import LiveCameras
+    from robot_rl.drivers.camera_config import build_cameras, load_camera_configs
+
+    configs = load_camera_configs(path)
+    missing = sorted({c.name for c in task.cameras} - {c.name for c in configs})
+    if missing:
+        raise ConfigError(f"task {task.name} observes cameras {missing} that {path} does not configure")
+    return LiveCameras(build_cameras(configs))
 
 
 def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:

@@ -325,7 +325,7 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
                     own_gc=True)
     finally:
         backend.close()
-        del core, buffer, on_tick
+        core = buffer = None  # drop the views into the shared segment before unmapping it
         gc.collect()
         try:
             shm.close()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Template for a physical robot PC: serve the arm and its cameras to learners on the lab network.
+# Copy it, fill in the backend, task, camera config and keys, and run it (or install
+# hardware/systemd/robot-rl-serve.service). Learners connect with
+#   gymnasium.make("robot_rl/PickCube-v0", server="tcp://ROBOT_PC_IP:5555", keys_dir="keys")
+set -euo pipefail
+BACKEND="${BACKEND:-twin}"          # franka | ur once their backends exist (robot_rl/drivers/arm.py)
+TASK="${TASK:-pick_cube}"           # tasks/<name>.yaml: workspace box, limits, gains, cameras
+CAMERAS="${CAMERAS:-}"              # e.g. hardware/cameras/my_lab.yaml (empty: the twin's cameras)
+KEYS="${KEYS:-keys}"                # robot-rl keys --out keys; copy client keys to the learner
+BIND="${BIND:-tcp://0.0.0.0:5555}"
+
+[ -f "$KEYS/server.key_secret" ] || robot-rl keys --out "$KEYS"
+args=(serve --backend "$BACKEND" --task "$TASK" --pace realtime --bind "$BIND" --keys-dir "$KEYS")
+[ -n "$CAMERAS" ] && args+=(--cameras "$CAMERAS")
+exec robot-rl "${args[@]}"
