@@ -134,7 +134,27 @@ def _paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: _TickReco
         recorder.add(start, time.monotonic_ns() - start)
 
 
-class SteppedRuntime:
+class _InProcessRuntime:
+    """What the stepped and thread runtimes share: a core in this process over a shared snapshot."""
+
+    core: ControlCore
+    shared: SharedSnapshot
+
+    @property
+    def snapshot_name(self) -> str:
+        """Shared-memory name of the snapshot buffer (for camera processes)."""
+        return self.shared.name
+
+    def snapshot(self) -> Snapshot:
+        snap = self.core.buffer.read()
+        assert snap is not None  # both runtimes tick once before serving
+        return snap
+
+    def events(self) -> list[CoreEvent]:
+        return self.core.events()
+
+
+class SteppedRuntime(_InProcessRuntime):
     """Core stepped by the caller in simulated time: `advance(0.1)` runs 100 ticks now."""
 
     realtime = False
@@ -147,21 +167,8 @@ class SteppedRuntime:
         self.tick_s = config.law.tick_s
         self.core.step()  # one tick so a snapshot exists
 
-    @property
-    def snapshot_name(self) -> str:
-        """Shared-memory name of the snapshot buffer (for camera processes)."""
-        return self.shared.name
-
     def submit(self, command: object) -> None:
         self.core.submit(command)
-
-    def snapshot(self) -> Snapshot:
-        snap = self.core.buffer.read()
-        assert snap is not None
-        return snap
-
-    def events(self) -> list[CoreEvent]:
-        return self.core.events()
 
     def advance(self, duration_s: float) -> None:
         n = int(round(duration_s / self.tick_s))
@@ -189,7 +196,7 @@ class SteppedRuntime:
         self.shared.close()
 
 
-class ThreadRuntime:
+class ThreadRuntime(_InProcessRuntime):
     """Core on a paced 1 kHz thread of this process."""
 
     realtime = True
@@ -223,14 +230,6 @@ class ThreadRuntime:
         self.check_alive()
         self.core.submit(command)
 
-    def snapshot(self) -> Snapshot:
-        snap = self.core.buffer.read()
-        assert snap is not None
-        return snap
-
-    def events(self) -> list[CoreEvent]:
-        return self.core.events()
-
     def advance(self, duration_s: float) -> None:
         """Real time passes by itself."""
 
@@ -253,10 +252,6 @@ class ThreadRuntime:
     def check_alive(self) -> None:
         if self._error is not None or not self._thread.is_alive():
             raise ControlLoopDied(f"control thread stopped: {self._error!r}")
-
-    @property
-    def snapshot_name(self) -> str:
-        return self.shared.name
 
     def close(self) -> None:
         self._stop = True

@@ -114,3 +114,18 @@ def test_reflex_truncates_and_reset_clears_it():
     assert info["mode"] == "hold"
     assert not env.step(np.zeros(7))[3]
     env.close()
+
+
+def test_vectorized_in_process_twins():
+    envs = gym.make_vec("robot_rl/PickCube-v0", num_envs=2, vectorization_mode="async", in_process=True,
+                        image_obs=False, privileged_obs=True)
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert obs["tcp_pose"].shape == (2, 7)
+        cubes = obs["privileged"]["cube_pose"]
+        assert not np.allclose(cubes[0], cubes[1])  # each sub-env has its own seeded scene
+        for _ in range(3):
+            obs, reward, terminated, truncated, info = envs.step(np.zeros((2, 7), np.float32))
+        assert reward.shape == (2,) and obs["tcp_vel"].shape == (2, 6)
+    finally:
+        envs.close()
