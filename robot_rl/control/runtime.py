@@ -302,10 +302,17 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
     state = {"stop": False}
 
     def on_tick() -> None:
-        for event in core.events():
-            conn.send(event)
-        if conn.poll():
-            msg = conn.recv()
+        try:
+            for event in core.events():
+                conn.send(event)
+            msg = conn.recv() if conn.poll() else None
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # The server process is gone: stop commanding the arm (a real arm's own watchdog
+            # then stops it; libfranka after 20 missed packets).
+            log.error("server process is gone; stopping the control loop")
+            state["stop"] = True
+            return
+        if msg is not None:
             if msg == _STOP:
                 state["stop"] = True
             elif msg == _STATS:

@@ -96,11 +96,14 @@ def _render_main(source: sc.SceneSource, cameras: tuple[CameraSpec, ...], random
     next_t = time.monotonic()
     try:
         while True:
-            while conn.poll():
-                msg = conn.recv()
-                if msg == "stop":
-                    return
-                renderer.on_reset(int(msg))
+            try:
+                while conn.poll():
+                    msg = conn.recv()
+                    if msg == "stop":
+                        return
+                    renderer.on_reset(int(msg))
+            except (EOFError, ConnectionResetError):
+                return  # the server process is gone
             snap = snap_buf.read()
             if snap is not None:
                 for frame in renderer.frames(names, np.array(snap.get("sim_state")), snap.t_capture_ns):
@@ -108,7 +111,10 @@ def _render_main(source: sc.SceneSource, cameras: tuple[CameraSpec, ...], random
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
-                conn.poll(delay)  # sleep, but wake for a reset seed or stop
+                try:
+                    conn.poll(delay)  # sleep, but wake for a reset seed or stop
+                except (EOFError, ConnectionResetError):
+                    return
             else:
                 next_t = time.monotonic()
     finally:
