@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,15 +34,22 @@ class ServeProcess:
     def __init__(self, *args: str, env: dict | None = None) -> None:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
+        # Output goes to a file: an unread pipe would block the server once 64 KiB of logs pile up.
+        self.log = tempfile.NamedTemporaryFile(prefix="robot-rl-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "serve", "--bind", self.address,
-                                      *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                      "--pub-bind", f"tcp://127.0.0.1:{free_port()}", *args],
+                                     env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
-    def client(self, *, timeout_s: float = 60.0, **kwargs) -> BridgeClient:
-        deadline = time.monotonic() + timeout_s
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def client(self, *, start_timeout_s: float = 60.0, **kwargs) -> BridgeClient:
+        """A BridgeClient (kwargs go to it) once the server answers, waiting up to start_timeout_s."""
+        deadline = time.monotonic() + start_timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-3000:]}")
+                raise RuntimeError(f"serve exited {self.proc.returncode}: {self.output()[-3000:]}")
             try:
                 return BridgeClient(self.address, connect_timeout_s=2.0, **kwargs)
             except BridgeTimeout:
@@ -59,6 +67,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture

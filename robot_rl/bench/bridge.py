@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -43,13 +44,15 @@ def free_port() -> int:
 def start_serve_process(args: list[str], port: int, *, timeout_s: float = 60.0) -> tuple[subprocess.Popen, BridgeClient]:
     """`robot-rl serve …` in a subprocess, and a control client once it answers hello."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = tempfile.TemporaryFile()  # not a pipe: an unread pipe blocks the server once it fills
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "serve", "--bind",
-                             f"tcp://127.0.0.1:{port}", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                             f"tcp://127.0.0.1:{port}", "--pub-bind", f"tcp://127.0.0.1:{free_port()}", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"robot-rl serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"robot-rl serve exited with {proc.returncode}: {log.read().decode()[-2000:]}")
         try:
             return proc, BridgeClient(f"tcp://127.0.0.1:{port}", name="bench", connect_timeout_s=2.0)
         except BridgeTimeout:

@@ -25,6 +25,9 @@ from robot_rl.errors import ConfigError, ProtocolError, SafetyViolation
 
 log = logging.getLogger(__name__)
 
+SLOW_REQUEST_S = 0.1
+"""Requests slower than this are logged: the control client's step budget is a few ms."""
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -171,6 +174,13 @@ class RobotServer:
     # ---- requests ------------------------------------------------------------------------------
 
     def _handle(self, frames: list) -> None:
+        t0 = time.monotonic()
+        self._handle_request(frames)
+        took = time.monotonic() - t0
+        if took > SLOW_REQUEST_S:
+            log.warning("a request took %.0f ms to handle (%d requests so far)", took * 1e3, self.n_requests)
+
+    def _handle_request(self, frames: list) -> None:
         self.n_requests += 1
         identity = [frames[0].bytes]
         payload = frames[1:]

@@ -305,22 +305,21 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
         try:
             for event in core.events():
                 conn.send(event)
-            msg = conn.recv() if conn.poll() else None
+            while conn.poll():  # everything queued since the last tick (the newest target wins)
+                msg = conn.recv()
+                if msg == _STOP:
+                    state["stop"] = True
+                elif msg == _STATS:
+                    conn.send(recorder.stats())
+                elif msg == _RESET_STATS:
+                    recorder.reset()
+                else:
+                    core.submit(msg)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             # The server process is gone: stop commanding the arm (a real arm's own watchdog
             # then stops it; libfranka after 20 missed packets).
             log.error("server process is gone; stopping the control loop")
             state["stop"] = True
-            return
-        if msg is not None:
-            if msg == _STOP:
-                state["stop"] = True
-            elif msg == _STATS:
-                conn.send(recorder.stats())
-            elif msg == _RESET_STATS:
-                recorder.reset()
-            else:
-                core.submit(msg)
 
     try:
         _paced_loop(core, lambda: state["stop"], recorder, on_tick, paced_by_hardware=backend.spec.paced_by_hardware,

@@ -91,9 +91,10 @@ class CommandLimits:
     """Largest translation one command may ask for (delta, or absolute target vs current pose)."""
     max_step_rad: float = 0.35
     """Largest rotation one command may ask for."""
-    max_contact_force_n: float = 60.0
+    max_contact_force_n: float = 80.0
     """Reflex: if the external force on the end effector exceeds this, hold and report an error
-    until a clear-error request."""
+    until a clear-error request. The default leaves room above what the arm may apply on
+    purpose (the spring-force cap, 30 N, plus a 20 N grasp) for impacts at the speed limit."""
     watchdog_s: float = 0.2
     """Hold the current pose when the controlling client sends no command for this long."""
     max_hold_s: float = 2.0

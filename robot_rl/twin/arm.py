@@ -38,6 +38,10 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     return index
 
 
+GRIPPER_SPEED_M_PER_S = 0.1
+"""Closing/opening speed of the opening between the fingers (the Franka hand moves up to 0.1 m/s)."""
+
+
 class TwinArm:
     """`ArmBackend` over a MuJoCo model. Owned by the control thread; not thread-safe.
 
@@ -89,7 +93,7 @@ class TwinArm:
         self.data.qpos[self._finger_qadr] = self.spec.gripper_max_width_m / 2
         self.data.qvel[:] = 0.0
         self.data.ctrl[:] = 0.0
-        self.data.ctrl[self._grip_act] = self.spec.gripper_max_width_m / 2
+        self.data.ctrl[self._grip_act] = self._grip_target = self.spec.gripper_max_width_m / 2
         mujoco.mj_forward(self.model, self.data)
         self._stepped1 = False
         self._wrench = np.zeros(6)
@@ -107,7 +111,7 @@ class TwinArm:
         d.qpos[self._qadr] = q
         half = float(np.clip(gripper_width_m / 2, 0.0, self.spec.gripper_max_width_m / 2))
         d.qpos[self._finger_qadr] = half
-        d.ctrl[self._grip_act] = half
+        d.ctrl[self._grip_act] = self._grip_target = half
         d.qvel[self._dadr] = 0.0
         d.qvel[[self.model.jnt_dofadr[self.model.joint(n).id] for n in sc.FINGER_JOINTS]] = 0.0
         d.ctrl[self._act] = 0.0
@@ -158,6 +162,11 @@ class TwinArm:
 
     def write_torque(self, tau_nm: np.ndarray) -> None:
         self.data.ctrl[self._act] = tau_nm
+        # The fingers travel at most GRIPPER_SPEED like the Franka hand's: move the servo setpoint.
+        c = self.data.ctrl[self._grip_act]
+        if c != self._grip_target:
+            step = GRIPPER_SPEED_M_PER_S / 2 * self.model.opt.timestep
+            self.data.ctrl[self._grip_act] = min(max(self._grip_target, c - step), c + step)
         if not self._stepped1:
             mujoco.mj_step1(self.model, self.data)
         mujoco.mj_step2(self.model, self.data)
@@ -167,7 +176,8 @@ class TwinArm:
         self._wrench = self._external_wrench(self.data.site_xpos[self._tcp])
 
     def set_gripper(self, width_m: float) -> None:
-        self.data.ctrl[self._grip_act] = float(np.clip(width_m / 2, 0.0, self.spec.gripper_max_width_m / 2))
+        """New opening target [m]; the fingers close or open toward it at GRIPPER_SPEED_M_PER_S."""
+        self._grip_target = float(np.clip(width_m / 2, 0.0, self.spec.gripper_max_width_m / 2))
 
     def recover(self) -> None:
         """Nothing to recover in simulation."""

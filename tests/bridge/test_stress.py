@@ -7,6 +7,7 @@ workspace box and the contact force within the configured bound, whatever the st
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 
 import msgpack
@@ -90,16 +91,22 @@ def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> t
 def test_ten_thousand_adversarial_messages(serve_process):
     task = load_task("pick_cube")
     box = task.workspace
-    server = serve_process("--task", "pick_cube", "--pace", "realtime")
+    server = serve_process("--task", "pick_cube", "--pace", "realtime", env={"ROBOT_RL_LOG": "INFO"})
     client = server.client(timeout_s=10.0)
     client.reset(seed=0)
     rng = np.random.default_rng(1234)
     pose = client.observe().state.pose_base_tcp.copy()
     answered = Counter()
     refused_valid = Counter()
+    slowest = (0.0, -1, "")
     for i in range(N_MESSAGES):
         category, frames = make_message(rng, 1000 + i, pose, box)
-        reply = client.send_raw(frames)
+        t0 = time.monotonic()
+        try:
+            reply = client.send_raw(frames)
+        except Exception as exc:
+            raise AssertionError(f"message {i} ({category}) got no reply; server log:\n{server.output()[-3000:]}") from exc
+        slowest = max(slowest, (time.monotonic() - t0, i, category))
         if category.endswith("!"):
             assert isinstance(reply, P.Error), f"message {i} ({category}) was not refused: {reply}"
             assert reply.message
@@ -128,5 +135,7 @@ def test_ten_thousand_adversarial_messages(serve_process):
     assert answered["push_down"] > 500 and sum(v for k, v in answered.items() if k.endswith("!")) > 4000
     print(f"\n{dict(answered)}; peak contact force {priv['peak_contact_force_n'][0]:.1f} N "
           f"(bound {task.limits.max_contact_force_n} N); TCP min {priv['tcp_min_m'].round(4)}, "
-          f"max {priv['tcp_max_m'].round(4)}")
+          f"max {priv['tcp_max_m'].round(4)}; slowest reply {slowest[0] * 1e3:.1f} ms (message {slowest[1]}, "
+          f"{slowest[2]})")
     client.close()
+    print(f"server log: {len(server.output())} bytes")
