@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import zmq
 
 from robot_rl.bench.http_baseline import serl_step
 from robot_rl.bridge.client import BridgeClient
@@ -87,8 +88,44 @@ def _measure(args: list[str], steps: int, *, cameras: bool) -> tuple[list[float]
     return rtt, shapes
 
 
+_ECHO = """
+import sys, zmq
+s = zmq.Context().socket(zmq.ROUTER)
+s.bind(sys.argv[1])
+while True:
+    s.send_multipart(s.recv_multipart())
+"""
+
+
+def zmq_echo_rtt(steps: int) -> list[float]:
+    """Round trips of a 256-byte message to a bare ZeroMQ echo process: the floor any bridge on
+    this machine, at this moment, can reach (this VM's wake-up latency drifts 2-3× over minutes)."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO, address])
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        out = []
+        msg = [b"x" * 256]
+        for i in range(steps + 100):
+            t0 = time.perf_counter()
+            sock.send_multipart(msg)
+            if not sock.poll(5000):
+                raise RuntimeError("the zmq echo process did not answer")
+            sock.recv_multipart()
+            if i >= 100:
+                out.append((time.perf_counter() - t0) * 1e3)
+        return out
+    finally:
+        sock.close(0)
+        proc.kill()
+        proc.wait()
+
+
 def run(cfg: BridgeBench) -> dict:
     base = ["--task", cfg.task, "--pace", "fast"]
+    echo = zmq_echo_rtt(cfg.steps)
     # Without images the server renders nothing; with images its cameras stream from their own
     # process (newest frame per request), as camera drivers do on a robot PC.
     rtt, _ = _measure(base + ["--stream-cameras", "False"], cfg.steps, cameras=False)
@@ -128,6 +165,7 @@ def run(cfg: BridgeBench) -> dict:
         "step_rtt_images_max_ms": round(imx, 3),
         "http_baseline_p50_ms": round(h50, 3), "http_baseline_p99_ms": round(h99, 3),
         "speedup_vs_http": round(h50 / p50, 2),
+        "zmq_echo_p50_ms": round(_percentiles(echo)[0], 4), "zmq_echo_p99_ms": round(_percentiles(echo)[1], 4),
         "setup": {"transport": "tcp loopback, server in its own process (PUB on), twin pace fast, hold_s 0",
                   "images": "2 cameras streaming from a render process; newest frames per request",
                   "steps": cfg.steps,

@@ -135,7 +135,7 @@ class RobotServer:
             # Drain what is queued so replies are not delayed behind the next poll.
             for _ in range(64):
                 try:
-                    frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._handle(frames)
@@ -182,7 +182,7 @@ class RobotServer:
 
     def _handle_request(self, frames: list) -> None:
         self.n_requests += 1
-        identity = [frames[0].bytes]
+        identity = [frames[0]]
         payload = frames[1:]
         if len(payload) > 1 and len(payload[0]) == 0:  # REQ clients put an empty delimiter frame first
             identity.append(b"")

@@ -14,130 +14,17 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass, replace
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 
 from robot_rl.control import impedance
-from robot_rl.control.impedance import (PRECISION_GAINS, GainTargets, ImpedanceGains, JointGains,
-                                        LawLimits, LawState)
-from robot_rl.control.safety import CommandLimits, WorkspaceBox
+from robot_rl.control.commands import (ClearErrorCommand, CoreConfig, CoreEvent, ParamsCommand, ResetCommand,
+                                       SceneHooks, TargetCommand)
+from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawState
 from robot_rl.control.snapshot import FAULT_TEXT, Fault, Mode, SnapshotBuffer, SnapshotLayout
 from robot_rl.control.trajectory import JointSegment, PoseSegment
 from robot_rl.drivers.arm import ArmBackend, ArmReading
-
-
-class SceneHooks(Protocol):
-    """Extra duties of a simulated backend: scene resets and ground truth. Real arms have none."""
-
-    privileged_sizes: tuple[tuple[str, int], ...]
-    sim_state_size: int
-
-    def reset_scene(self, seed: int) -> None:
-        """Re-randomize object poses (physics only), deterministically from `seed`."""
-        ...
-
-    def after_tick(self) -> None:
-        """Update per-tick ground-truth trackers (peak contact force, TCP excursion)."""
-        ...
-
-    def write_privileged(self, out: dict[str, np.ndarray]) -> None:
-        """Fill the named privileged vectors in place."""
-        ...
-
-    def write_sim_state(self, out: np.ndarray) -> None:
-        """Fill the simulator state renderers need (qpos, mocap poses)."""
-        ...
-
-    def teleport_arm(self, pose_base_tcp: np.ndarray, gripper_width_m: float) -> None:
-        """Place the arm at rest at a pose (simulation-only fast, deterministic resets)."""
-        ...
-
-
-@dataclass(frozen=True)
-class TargetCommand:
-    """Track `target_pose` (already validated and box-clipped by the server)."""
-
-    seq: int
-    target_pose: np.ndarray
-    gripper_width_m: float | None
-    target_clipped: bool = False
-
-
-@dataclass(frozen=True)
-class ResetCommand:
-    """Move to `goal_pose` (optionally through a joint reset) and re-randomize the scene."""
-
-    request_id: int
-    goal_pose: np.ndarray
-    joint_reset: bool = False
-    scene_seed: int | None = None
-    open_gripper: bool = True
-    gripper_width_m: float | None = None
-    """Gripper opening once at the reset pose (None: stay open)."""
-    teleport: bool = False
-    """Simulation only: place the arm at the goal instead of moving there (deterministic, fast)."""
-
-
-@dataclass(frozen=True)
-class ClearErrorCommand:
-    """Leave REFLEX: recover the backend and hold the current pose."""
-
-
-@dataclass(frozen=True)
-class ParamsCommand:
-    """Replace gains, box or limits. Fields left None keep their value."""
-
-    gains: ImpedanceGains | None = None
-    box: WorkspaceBox | None = None
-    limits: CommandLimits | None = None
-
-
-@dataclass(frozen=True)
-class CoreEvent:
-    """Something the server must hear about: a reset finished or failed."""
-
-    kind: str
-    """"reset_done" or "reset_failed"."""
-    request_id: int
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class ResetMotion:
-    """How resets move: speeds, lift and settle criteria."""
-
-    speed_m_per_s: float = 0.2
-    """Peak TCP speed of reset motions (planned free-space moves; the task's TCP speed limit is
-    raised to 1.2× this while resetting)."""
-    speed_rad_per_s: float = 1.0
-    joint_speed_rad_per_s: float = 0.8
-    gripper_open_s: float = 0.3
-    """Time allowed for the gripper to open before moving."""
-    settle_tol_m: float = 0.003
-    settle_speed_m_per_s: float = 0.01
-    settle_timeout_s: float = 2.0
-    scene_settle_s: float = 0.15
-    """Time objects get to come to rest after being placed."""
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    """Everything the control core needs besides the backend."""
-
-    gains: ImpedanceGains = ImpedanceGains()
-    reset_gains: ImpedanceGains = PRECISION_GAINS
-    law: LawLimits = LawLimits()
-    box: WorkspaceBox = WorkspaceBox()
-    limits: CommandLimits = CommandLimits()
-    joint_gains: JointGains = JointGains()
-    reset: ResetMotion = ResetMotion()
-    joint_limit_margin_rad: float = 0.005
-    """Reflex when a joint comes this close to its position limit."""
-    joint_velocity_margin: float = 1.0
-    """Reflex when a joint exceeds this fraction of its velocity limit."""
-    brake_damping_factor: float = 3.0
-    """Damping multiplier applied at once when the watchdog or a reflex stops the arm."""
 
 
 Ticks = Iterator[np.ndarray | None]
@@ -151,7 +38,6 @@ _STILL_RAD2_PER_S2 = 0.03 ** 2
 class _Reset:
     request_id: int
     steps: Ticks
-    joint_target: np.ndarray | None = None
 
 
 class ControlCore:
@@ -253,7 +139,7 @@ class ControlCore:
             k, d = self.config.joint_gains.vectors()
             tau, remembered = impedance.joint_impedance_step(self._law.prev_tau_nm, reading, joint_target, k, d,
                                                              self.config.law)
-            self._law = replace(self._law, ref_pose=reading.pose_base_tcp.copy(), prev_tau_nm=remembered)
+            self._law = self._law._replace(ref_pose=reading.pose_base_tcp.copy(), prev_tau_nm=remembered)
             self._target = reading.pose_base_tcp.copy()
         else:
             law = self._reset_law if self._mode == Mode.MOVING else self.config.law
@@ -277,7 +163,7 @@ class ControlCore:
         if self._law is None:
             self._law = LawState.initial(pose, gains or self.config.gains, self.spec.n_joints)
         else:
-            self._law = replace(self._law, ref_pose=pose)
+            self._law = self._law._replace(ref_pose=pose)
 
     def _set_gripper(self, width_m: float) -> None:
         width = float(np.clip(width_m, 0.0, self.spec.gripper_max_width_m))
@@ -355,7 +241,7 @@ class ControlCore:
         self._braking = True
         gains = self._law.gains.copy()
         gains[1] *= self.config.brake_damping_factor
-        self._law = replace(self._law, gains=gains)
+        self._law = self._law._replace(gains=gains)
 
     def _enter_reflex(self, fault: Fault, value: float, reading: ArmReading) -> None:
         self._fault, self._fault_value, self._mode = fault, value, Mode.REFLEX

@@ -16,7 +16,7 @@ Nothing here reads a clock, a socket or a simulator, and no argument is modified
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import math
 
@@ -137,9 +137,8 @@ class LawLimits:
         object.__setattr__(self, "torque_limit_array", np.asarray(self.torque_limit_nm, dtype=np.float64))
 
 
-@dataclass(frozen=True)
-class LawState:
-    """Per-tick state carried from one call to the next."""
+class LawState(NamedTuple):
+    """Per-tick state carried from one call to the next (a NamedTuple: one is built per tick)."""
 
     ref_pose: np.ndarray
     """Low-pass filtered reference pose, (7,)."""
@@ -161,11 +160,11 @@ class LawState:
     def error_clip(self) -> np.ndarray:
         return self.gains[2]
 
-    @staticmethod
-    def initial(pose_base_tcp: np.ndarray, gains: "ImpedanceGains | GainTargets", n_joints: int) -> "LawState":
+    @classmethod
+    def initial(cls, pose_base_tcp: np.ndarray, gains: "ImpedanceGains | GainTargets", n_joints: int) -> "LawState":
         """State that holds `pose_base_tcp` with `gains` (filter already converged), zero torque."""
         target = gains if isinstance(gains, GainTargets) else GainTargets.of(gains)
-        return LawState(np.array(pose_base_tcp, dtype=np.float64), target.matrix, np.zeros(n_joints))
+        return cls(np.array(pose_base_tcp, dtype=np.float64), target.matrix, np.zeros(n_joints))
 
 
 @dataclass(frozen=True)
@@ -282,7 +281,7 @@ def cartesian_impedance_step(
     f_norm = math.sqrt(fx * fx + fy * fy + fz * fz)
     if f_norm > limits.max_spring_force_n:
         spring[:3] *= limits.max_spring_force_n / f_norm
-    twist = jac @ dq
+    twist = arm.twist_base_tcp  # J·q̇, computed once by the backend
     vx, vy, vz = twist[0], twist[1], twist[2]
     speed = math.sqrt(vx * vx + vy * vy + vz * vz)
     v_max = limits.max_tcp_speed_m_per_s

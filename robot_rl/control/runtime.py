@@ -25,7 +25,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from robot_rl.control.core import ControlCore, CoreConfig, CoreEvent, SceneHooks
+from robot_rl.control.commands import CoreConfig, CoreEvent, SceneHooks
+from robot_rl.control.core import ControlCore
 from robot_rl.control.snapshot import SharedSnapshot, Snapshot, SnapshotBuffer, SnapshotLayout, attach_snapshot
 from robot_rl.drivers.arm import ArmBackend, ArmSpec
 from robot_rl.errors import RobotRLError

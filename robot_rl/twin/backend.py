@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import mujoco
 
-from robot_rl.control.core import CoreConfig
+from robot_rl.control.commands import CoreConfig
 from robot_rl.control.snapshot import SnapshotLayout
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec

@@ -23,10 +23,11 @@ def reading(*, dq=None, pose=None, seed: int = 0, gravity=None) -> ArmReading:
     jac = rng.normal(size=(6, N)) * 0.3
     a = rng.normal(size=(N, N))
     mass = a @ a.T / N + np.eye(N) * 0.5
+    dq = np.zeros(N) if dq is None else dq
     return ArmReading(
-        t_capture_ns=0, q_rad=rng.uniform(-1, 1, N), dq_rad_per_s=np.zeros(N) if dq is None else dq,
+        t_capture_ns=0, q_rad=rng.uniform(-1, 1, N), dq_rad_per_s=dq,
         pose_base_tcp=np.array([0.5, 0.0, 0.2, 0.0, 1.0, 0.0, 0.0]) if pose is None else pose,
-        twist_base_tcp=np.zeros(6), jacobian_base_tcp=jac, mass_matrix=mass, coriolis_nm=np.zeros(N),
+        twist_base_tcp=jac @ dq, jacobian_base_tcp=jac, mass_matrix=mass, coriolis_nm=np.zeros(N),
         gravity_nm=np.zeros(N) if gravity is None else gravity, wrench_ext_base=np.zeros(6), gripper_width_m=0.08)
 
 
@@ -107,7 +108,7 @@ def test_damping_opposes_velocity():
     arm0 = reading()
     twist = np.array([0.05, 0, 0, 0, 0, 0])
     dq = np.linalg.lstsq(arm0.jacobian_base_tcp, twist, rcond=None)[0]
-    arm = dataclasses.replace(arm0, dq_rad_per_s=dq)
+    arm = arm0._replace(dq_rad_per_s=dq, twist_base_tcp=arm0.jacobian_base_tcp @ dq)
     gains_t = GainTargets.of(dataclasses.replace(gains, nullspace_stiffness_nm_per_rad=0.0))
     _, tau = cartesian_impedance_step(converged_state(arm.pose_base_tcp, gains), arm, arm.pose_base_tcp, gains_t,
                                       arm.q_rad, limits)
@@ -180,7 +181,7 @@ def test_reference_and_gains_low_pass():
 
 def test_law_does_not_modify_inputs():
     arm = reading(dq=RNG.normal(size=N) * 0.1)
-    before = {f.name: np.copy(getattr(arm, f.name)) for f in dataclasses.fields(arm)}
+    before = {name: np.copy(getattr(arm, name)) for name in arm._fields}
     target = arm.pose_base_tcp + np.array([0.03, -0.02, 0.01, 0, 0, 0, 0])
     state = converged_state(arm.pose_base_tcp, ImpedanceGains())
     state_ref = state.ref_pose.copy()

@@ -6,7 +6,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from robot_rl.control.core import ControlCore, ResetCommand, TargetCommand
+from robot_rl.control.commands import ResetCommand, TargetCommand
+from robot_rl.control.core import ControlCore
 from robot_rl.task_spec import load_task
 from robot_rl.twin import scene as sc
 from robot_rl.twin.backend import TwinBackend, core_config, scene_source
