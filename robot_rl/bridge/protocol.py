@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from robot_rl.bridge.codec import ArraySpec, F64, decode_frames, encode_frames
+from robot_rl.bridge.codec import F64, ArraySpec, decode_frames, encode_frames
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20

@@ -19,13 +19,19 @@ from typing import Iterator
 import numpy as np
 
 from robot_rl.control import impedance
-from robot_rl.control.commands import (ClearErrorCommand, CoreConfig, CoreEvent, ParamsCommand, ResetCommand,
-                                       SceneHooks, TargetCommand)
+from robot_rl.control.commands import (
+    ClearErrorCommand,
+    CoreConfig,
+    CoreEvent,
+    ParamsCommand,
+    ResetCommand,
+    SceneHooks,
+    TargetCommand,
+)
 from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawState
 from robot_rl.control.snapshot import FAULT_TEXT, Fault, Mode, SnapshotBuffer, SnapshotLayout
 from robot_rl.control.trajectory import JointSegment, PoseSegment
 from robot_rl.drivers.arm import ArmBackend, ArmReading
-
 
 Ticks = Iterator[np.ndarray | None]
 

@@ -15,10 +15,9 @@ Nothing here reads a clock, a socket or a simulator, and no argument is modified
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
-
-import math
 
 import numpy as np
 

@@ -8,10 +8,10 @@ import mujoco
 
 from robot_rl.control.commands import CoreConfig
 from robot_rl.control.snapshot import SnapshotLayout
+from robot_rl.drivers.arm import ArmSpec
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec
 from robot_rl.twin import scene as sc
-from robot_rl.drivers.arm import ArmSpec
 from robot_rl.twin.arm import PANDA_SPEC, TwinArm
 from robot_rl.twin.tasks import TwinTask, make_task
 

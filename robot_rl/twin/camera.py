@@ -12,9 +12,9 @@ cameras run this class in a process of their own (`twin/camera_stream.py`).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
+
 import mujoco
 import numpy as np
 
@@ -22,8 +22,6 @@ from robot_rl.drivers.camera import Frame, ImageTransform
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import CameraSpec
 from robot_rl.twin import scene as sc
-
-log = logging.getLogger(__name__)
 
 class TwinCameras:
     """`FrameSource` rendering the twin. See the module docstring for threading."""
@@ -63,9 +61,6 @@ class TwinCameras:
         self._randomize(seed)
 
     def close(self) -> None:
-        self._close_renderers()
-
-    def _close_renderers(self) -> None:
         # GL contexts can only be released by the thread that made them; from any other thread
         # leave them to process exit rather than fail.
         if self._gl_thread == threading.get_ident():

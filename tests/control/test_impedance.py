@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from robot_rl.control import rotations
-from robot_rl.control.impedance import (GainTargets, ImpedanceGains, JointGains, LawLimits, LawState,
-                                        cartesian_impedance_step, joint_impedance_step, pose_error)
+from robot_rl.control.impedance import (
+    GainTargets,
+    ImpedanceGains,
+    JointGains,
+    LawLimits,
+    LawState,
+    cartesian_impedance_step,
+    joint_impedance_step,
+    pose_error,
+)
 from robot_rl.drivers.arm import ArmReading
 
 N = 7

@@ -15,12 +15,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from xvfb_display import start_xvfb
 
 from robot_rl.errors import DependencyMissing, DeviceNotFound
 from robot_rl.teleop.base import EventCounts, TeleopState
-from robot_rl.teleop.keyboard import (EVENT_KEYS, KEY_MAP, MOTION_KEYS, KeyboardSnapshot, KeyboardTeleop,
-                                      apply_key, keys_to_action, normalize_key, snapshot_state)
-from xvfb_display import start_xvfb
+from robot_rl.teleop.keyboard import (
+    EVENT_KEYS,
+    KEY_MAP,
+    MOTION_KEYS,
+    KeyboardSnapshot,
+    KeyboardTeleop,
+    apply_key,
+    keys_to_action,
+    normalize_key,
+    snapshot_state,
+)
 
 STEP_TIMEOUT_S = 5.0
 """Generous bound for one observed reaction (measured: ~70 ms from xdotool to the listener)."""

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from robot_rl.envs.robot_env import RobotEnv
-from robot_rl.teleop.scripted import make_expert
 from robot_rl.task_spec import load_task
+from robot_rl.teleop.scripted import make_expert
 
 
 @pytest.mark.parametrize("task", ["pick_cube", "peg_insertion"])

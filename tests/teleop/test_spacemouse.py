@@ -13,8 +13,14 @@ import pytest
 from robot_rl.errors import ConfigError, DependencyMissing, DeviceNotFound
 from robot_rl.teleop import spacemouse
 from robot_rl.teleop.base import EventCounts
-from robot_rl.teleop.spacemouse import (SpaceMouseConfig, SpaceMouseSnapshot, SpaceMouseTeleop, apply_reading,
-                                        snapshot_state, spacemouse_to_action)
+from robot_rl.teleop.spacemouse import (
+    SpaceMouseConfig,
+    SpaceMouseSnapshot,
+    SpaceMouseTeleop,
+    apply_reading,
+    snapshot_state,
+    spacemouse_to_action,
+)
 
 NO_DEVICE_TIMEOUT_S = 5.0
 """The missing-device error must come quickly (measured ~0.3 s including the import)."""
