@@ -23,6 +23,7 @@ from robot_rl.errors import ConfigError
 from robot_rl.task_spec import CameraSpec
 from robot_rl.twin import scene as sc
 
+
 class TwinCameras:
     """`FrameSource` rendering the twin. See the module docstring for threading."""
 
