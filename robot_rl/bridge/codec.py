@@ -24,12 +24,15 @@ _DTYPES = {"<f8": np.float64, "<f4": np.float32, "|u1": np.uint8, "<u2": np.uint
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Declared dtype and shape of an array field; None in `shape` means any length."""
+    """Declared dtype and shape of an array field; None in `shape` means any length, and
+    `shape=None` means any shape (up to 4 dimensions)."""
 
     dtype: str
-    shape: tuple[int | None, ...]
+    shape: tuple[int | None, ...] | None
 
     def matches(self, shape: tuple[int, ...]) -> bool:
+        if self.shape is None:
+            return True
         return len(shape) == len(self.shape) and all(w is None or w == n for w, n in zip(self.shape, shape))
 
 
@@ -299,7 +302,7 @@ def _unpack_array(spec: ArraySpec, index: Any, ctx: _Ctx, where: str) -> np.ndar
     if a.dtype.str != spec.dtype:
         raise ProtocolError(f"{_path(where)} must have dtype {np.dtype(spec.dtype)}, got {a.dtype}", code="bad_dtype")
     if a.shape != spec.shape and not spec.matches(a.shape):
-        want = tuple("any" if w is None else w for w in spec.shape)
+        want = tuple("any" if w is None else w for w in spec.shape or ())
         raise ProtocolError(f"{_path(where)} must have shape {want}, got {a.shape}", code="bad_shape")
     # sum() propagates NaN and inf in half the time of isfinite().all(); a sum that overflows
     # (entries near 1e308) is refused too: no robot quantity is that large.

@@ -1,21 +1,20 @@
-"""`robot-rl`: one command, one subcommand per job. Each subcommand is a dataclass; this module
-only parses and dispatches to the matching `run(cfg)`."""
+"""`robot-rl`: one command, one subcommand per job. Each subcommand is a dataclass parsed by tyro
+and handed to its `run(cfg)`; modules are imported only for the subcommand asked for, so the
+robot PC's `robot-rl serve` never imports torch."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Union
+from typing import Any
 
 import tyro
 
-from robot_rl.bench import BENCHES, BenchConfig
-from robot_rl.bridge.serve import ServeConfig
 from robot_rl.errors import RobotRLError
-from robot_rl.teleop.record import RecordConfig
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class TasksConfig:
     name: str | None = None
 
 
-def _run_keys(cfg: KeysConfig) -> None:
+def run_keys(cfg: KeysConfig) -> None:
     from robot_rl.bridge.security import generate_keys
 
     paths = generate_keys(cfg.out, client_name=cfg.client_name, overwrite=cfg.overwrite)
@@ -45,31 +44,20 @@ def _run_keys(cfg: KeysConfig) -> None:
           f"and pass keys_dir= / --keys-dir")
 
 
-def _run_tasks(cfg: TasksConfig) -> None:
+def run_tasks(cfg: TasksConfig) -> None:
     from robot_rl.config import to_dict
     from robot_rl.task_spec import load_task, task_names
 
     if cfg.name is None:
         for name in task_names():
-            t = load_task(name)
-            print(f"{name:16s} {t.description}")
+            print(f"{name:16s} {load_task(name).description}")
     else:
         print(json.dumps(to_dict(load_task(cfg.name)), indent=2))
 
 
-def _run_serve(cfg: ServeConfig) -> None:
-    from robot_rl.bridge import serve
+def run_bench(cfg: Any) -> None:
+    from robot_rl.bench import BENCHES
 
-    serve.run(cfg)
-
-
-def _run_record(cfg: RecordConfig) -> None:
-    from robot_rl.teleop import record
-
-    print(json.dumps(record.run(cfg)))
-
-
-def _run_bench(cfg: BenchConfig) -> None:
     result = BENCHES[type(cfg)](cfg)
     if getattr(cfg, "json", False):
         print(json.dumps(result), flush=True)
@@ -78,28 +66,67 @@ def _run_bench(cfg: BenchConfig) -> None:
             print(f"{k:32s} {v}")
 
 
-COMMANDS = {
-    "serve": (ServeConfig, _run_serve, "Serve an arm and its cameras on the robot bridge (twin today)."),
-    "record": (RecordConfig, _run_record, "Record demo episodes with keyboard, SpaceMouse or a scripted expert."),
-    "bench": (BenchConfig, _run_bench, "Benchmarks (bridge, controller, expert); --json prints one JSON line."),
-    "keys": (KeysConfig, _run_keys, "Generate CurveZMQ keys for serving beyond loopback."),
-    "tasks": (TasksConfig, _run_tasks, "List the task specs in tasks/ (or print one with --name)."),
+def _print_json(fn):
+    def run(cfg: Any) -> None:
+        print(json.dumps(fn(cfg), default=str), flush=True)
+    return run
+
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (config "module:Class", runner "module:function", one-line help)
+    "serve": ("robot_rl.bridge.serve:ServeConfig", "robot_rl.bridge.serve:run",
+              "Serve an arm and its cameras on the robot bridge (twin today)."),
+    "record": ("robot_rl.teleop.record:RecordConfig", "robot_rl.teleop.record:run",
+               "Record demo episodes with keyboard, SpaceMouse or a scripted expert."),
+    "train": ("robot_rl.learning.train:TrainCommand", "robot_rl.learning.train:run_train",
+              "Train an agent: learner here, actor in a child process (embedded twin by default)."),
+    "learner": ("robot_rl.learning.train:LearnerCommand", "robot_rl.learning.train:run_learner",
+                "Run the learner alone; actors connect to its --learner address."),
+    "actor": ("robot_rl.learning.train:ActorCommand", "robot_rl.learning.train:run_actor",
+              "Run an actor for a learner elsewhere."),
+    "plot": ("robot_rl.learning.plot:PlotConfig", "robot_rl.learning.plot:run",
+             "Plot success rate vs env steps (IQM and bootstrap band across seeds) as PNG."),
+    "bench": ("robot_rl.bench:BenchConfig", "robot_rl.cli.main:run_bench",
+              "Benchmarks; --json prints one JSON line."),
+    "keys": ("robot_rl.cli.main:KeysConfig", "robot_rl.cli.main:run_keys",
+             "Generate CurveZMQ keys for serving beyond loopback."),
+    "tasks": ("robot_rl.cli.main:TasksConfig", "robot_rl.cli.main:run_tasks",
+              "List the task specs in tasks/ (or print one with --name)."),
 }
+PRINTS_RESULT = {"record", "train", "learner", "plot"}
+"""Runners that return a summary dict, printed as one JSON line."""
+
+
+def _load(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _usage() -> str:
+    lines = ["usage: robot-rl COMMAND [options]   (robot-rl COMMAND --help for its options)", "",
+             "robot_rl: real-robot RL over a ZeroMQ bridge, with MuJoCo twins.", "", "commands:"]
+    lines += [f"  {name:9s} {text}" for name, (_, _, text) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=os.environ.get("ROBOT_RL_LOG", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    Command = Union[tuple(Annotated[cls, tyro.conf.subcommand(name, description=text)]
-                          for name, (cls, _, text) in COMMANDS.items())]
-    cfg = tyro.cli(Command, args=argv, prog="robot-rl",
-                   description="robot_rl: real-robot RL over a ZeroMQ bridge, with MuJoCo twins.")
-    if type(cfg) in BENCHES:
-        fn = _run_bench
-    else:
-        fn = next(fn for cls, fn, _ in COMMANDS.values() if cls is type(cfg))
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"robot-rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    config_ref, runner_ref, text = COMMANDS[name]
+    cfg = tyro.cli(_load(config_ref), args=argv[1:], prog=f"robot-rl {name}", description=text)
+    runner = _load(runner_ref)
+    if name in PRINTS_RESULT:
+        runner = _print_json(runner)
     try:
-        fn(cfg)
+        runner(cfg)
     except RobotRLError as exc:
         print(f"robot-rl: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

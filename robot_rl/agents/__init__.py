@@ -1,0 +1,1 @@
+"""Learner-side agents: networks, image encoders and the RL algorithms that train them."""

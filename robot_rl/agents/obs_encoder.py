@@ -1,0 +1,59 @@
+"""Observation batch → feature vector: proprioceptive state fused with one image encoder per camera.
+
+An observation batch is a dict with "state" (batch, D) float32 and, per camera, either
+"images/<camera>" (batch, H, W, 3) uint8 frames, or "embeddings/<camera>" (batch, C, h, w) feature
+maps of a frozen backbone precomputed when the frame entered the replay buffer (so a CPU learner
+never runs the backbone during updates).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robot_rl.agents.encoders import EncoderConfig, ImageEncoder, build_encoder, random_shift
+
+
+class ObsEncoder(nn.Module):
+    """Features (batch, feature_dim) = [state, encoder_1(camera_1), …, encoder_k(camera_k)].
+
+    `augment_pad` > 0 applies DrQ random shifts to raw frames while training (never to
+    precomputed embeddings, never in eval mode).
+    """
+
+    def __init__(self, state_dim: int, cameras: tuple[str, ...] = (), encoder: EncoderConfig | None = None, *,
+                 augment_pad: int = 4) -> None:
+        super().__init__()
+        if cameras and encoder is None:
+            raise ValueError("cameras need an encoder config")
+        self.state_dim = state_dim
+        self.cameras = tuple(cameras)
+        self.encoder_config = encoder
+        self.augment_pad = augment_pad
+        self.encoders = nn.ModuleDict({cam: build_encoder(encoder) for cam in self.cameras})
+        self.feature_dim = state_dim + sum(e.out_dim for e in self.encoders.values())
+
+    @property
+    def frozen(self) -> bool:
+        return self.encoder_config is not None and self.encoder_config.frozen
+
+    def image_encoder(self, camera: str) -> ImageEncoder:
+        return self.encoders[camera]
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [obs["state"]]
+        for cam, enc in self.encoders.items():
+            emb = obs.get(f"embeddings/{cam}")
+            if emb is not None:
+                parts.append(enc.head(emb.float()))
+                continue
+            images = obs[f"images/{cam}"]
+            if self.training and self.augment_pad and not self.frozen:
+                images = random_shift(images.permute(0, 3, 1, 2), self.augment_pad).permute(0, 2, 3, 1)
+            parts.append(enc(images))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    @torch.no_grad()
+    def embed(self, camera: str, images: torch.Tensor) -> torch.Tensor:
+        """Frozen-backbone feature maps of uint8 frames (batch, H, W, 3), as float16 for storage."""
+        return self.encoders[camera].backbone_features(images).to(torch.float16)

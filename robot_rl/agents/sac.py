@@ -1,0 +1,241 @@
+"""RLPD-style SAC (SERL / HIL-SERL): critic ensemble with independent heads and a random-subset
+target, LayerNorm, several critic updates per actor update, learned temperature, and an
+optional hybrid discrete gripper critic (Double DQN over close / stay / open, HIL-SERL).
+
+Losses are pure functions of (agent, batch, config); `update()` steps the optimizers it is
+given, runs the critic-to-actor update ratio itself, and returns metrics. Nothing here touches
+an env, a buffer, a logger or a socket.
+
+Batches are dicts of tensors (`batch` for one minibatch):
+    features / next_features (B, F) — or "obs"/"next_obs" dicts that `agent.encode()` turns into
+    features; "action" (B, A) in [−1, 1]; "reward" (B,); "mask" (B,) = 1 − terminated (time-limit
+    truncation still bootstraps); "grasp_penalty" (B,) for the hybrid gripper critic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from robot_rl.agents.nets import EnsembleMLP, TanhGaussianHead, mlp, soft_update
+
+GRIPPER_CLASSES = 3
+"""Discrete gripper actions of the hybrid critic: 0 open (−1), 1 stay (0), 2 close (+1)."""
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyper-parameters. Defaults follow HIL-SERL; `rlpd()` gives SERL's 10-critic set."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    n_critics: int = 2
+    critic_subsample: int | None = None
+    """Size of the random critic subset whose min forms the target (None: min over all)."""
+    critic_updates_per_actor_update: int = 2
+    discount: float = 0.97
+    tau: float = 0.005
+    lr: float = 3e-4
+    temp_init: float = 0.01
+    target_entropy: float | None = None
+    """None means −|A|/2 (A: the continuous actions)."""
+    backup_entropy: bool = True
+    layer_norm: bool = True
+    batch_size: int = 256
+    hybrid_gripper: bool = False
+    """Last action dimension is the gripper, learned by a separate discrete (DQN) critic."""
+    gripper_epsilon: float = 0.1
+    """Exploration rate of the discrete gripper during data collection."""
+
+    def __post_init__(self) -> None:
+        if self.n_critics < 1:
+            raise ValueError(f"n_critics must be ≥ 1, got {self.n_critics}")
+        if self.critic_subsample is not None and not 1 <= self.critic_subsample <= self.n_critics:
+            raise ValueError(f"critic_subsample must be in [1, n_critics={self.n_critics}], got {self.critic_subsample}")
+        if self.critic_updates_per_actor_update < 1:
+            raise ValueError("critic_updates_per_actor_update must be ≥ 1")
+        if not 0.0 < self.discount < 1.0:
+            raise ValueError(f"discount must be in (0, 1), got {self.discount}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be ≥ 2, got {self.batch_size}")
+
+    @staticmethod
+    def rlpd() -> "SACConfig":
+        """SERL/RLPD: 10 critics, min over a random 2, 4 critic updates per actor update."""
+        return SACConfig(n_critics=10, critic_subsample=2, critic_updates_per_actor_update=4)
+
+
+class SACAgent(nn.Module):
+    """Networks of one agent. `encoder` maps an observation batch to (B, feature_dim) features
+    (identity for flat state); it is trained by the critic loss, the actor sees its output detached.
+    """
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, action_dim: int, cfg: SACConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.action_dim = action_dim
+        self.cont_dim = action_dim - 1 if cfg.hybrid_gripper else action_dim
+        self.encoder = encoder
+        self.actor = TanhGaussianHead(feature_dim, cfg.hidden, self.cont_dim, layer_norm=cfg.layer_norm)
+        self.critic = EnsembleMLP(cfg.n_critics, feature_dim + self.cont_dim, cfg.hidden, 1, layer_norm=cfg.layer_norm)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.temp_init)))
+        self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -self.cont_dim / 2.0
+        if cfg.hybrid_gripper:
+            self.grip_critic = mlp(feature_dim + self.cont_dim, cfg.hidden, GRIPPER_CLASSES, layer_norm=cfg.layer_norm)
+            self.target_grip_critic = copy.deepcopy(self.grip_critic).requires_grad_(False)
+
+    # ---- acting ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: dict, *, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions (B, action_dim) in [−1, 1] for an observation batch. Deterministic mode uses
+        the Gaussian's mean and the greedy gripper class (evaluation)."""
+        features = self.encoder(obs)
+        cont = self.actor.mode(features) if deterministic else self.actor.sample(features)[0]
+        if not self.cfg.hybrid_gripper:
+            return cont
+        q = self.grip_critic(torch.cat([features, cont], -1))
+        grip = q.argmax(-1)
+        if not deterministic and self.cfg.gripper_epsilon > 0:
+            explore = torch.rand(grip.shape, generator=generator) < self.cfg.gripper_epsilon
+            grip = torch.where(explore, torch.randint(0, GRIPPER_CLASSES, grip.shape, generator=generator), grip)
+        return torch.cat([cont, (grip.float() - 1.0).unsqueeze(-1)], -1)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+
+def make_optimizers(agent: SACAgent, cfg: SACConfig) -> dict[str, torch.optim.Optimizer]:
+    """Adam per loss. The encoder trains with the critic (DrQ), never with the actor."""
+    critic_params = list(agent.critic.parameters()) + [p for p in agent.encoder.parameters() if p.requires_grad]
+    # foreach: one kernel per step for all tensors instead of a Python loop over parameters.
+    opts = {
+        "critic": torch.optim.Adam(critic_params, lr=cfg.lr, foreach=True),
+        "actor": torch.optim.Adam(agent.actor.parameters(), lr=cfg.lr, foreach=True),
+        "temperature": torch.optim.Adam([agent.log_alpha], lr=cfg.lr),
+    }
+    if cfg.hybrid_gripper:
+        opts["gripper"] = torch.optim.Adam(agent.grip_critic.parameters(), lr=cfg.lr, foreach=True)
+    return opts
+
+
+# ---- losses --------------------------------------------------------------------------------------
+
+
+def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Tensor, dict]:
+    """TD loss of every ensemble member against min over a random subset of target critics."""
+    features = agent.encoder(batch["obs"])
+    with torch.no_grad():
+        next_features = agent.target_encoder(batch["next_obs"])
+        next_action, next_log_prob = agent.actor.sample(next_features)
+        members = None
+        if cfg.critic_subsample is not None and cfg.critic_subsample < cfg.n_critics:
+            members = torch.randperm(cfg.n_critics)[: cfg.critic_subsample]
+        target_q = agent.target_critic(torch.cat([next_features, next_action], -1), members).squeeze(-1)
+        next_v = target_q.min(0).values
+        if cfg.backup_entropy:
+            next_v = next_v - agent.alpha * next_log_prob
+        target = batch["reward"] + cfg.discount * batch["mask"] * next_v
+    q = agent.critic(torch.cat([features, batch["action"][:, : agent.cont_dim]], -1)).squeeze(-1)
+    loss = ((q - target.unsqueeze(0)) ** 2).mean(1).sum()  # sum over members: each head learns at full rate
+    return loss, {"critic_loss": loss.item() / cfg.n_critics, "q_mean": q.mean().item(),
+                  "target_mean": target.mean().item()}
+
+
+def actor_loss(agent: SACAgent, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Maximize the ensemble-mean Q plus entropy; also returns the log-probs for the temperature."""
+    action, log_prob = agent.actor.sample(features)
+    q = agent.critic(torch.cat([features, action], -1)).squeeze(-1).mean(0)
+    loss = (agent.alpha.detach() * log_prob - q).mean()
+    return loss, log_prob.detach(), {"actor_loss": loss.item(), "entropy": -log_prob.mean().item()}
+
+
+def temperature_loss(agent: SACAgent, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Adjust α so the policy's entropy tracks the target entropy."""
+    loss = -(agent.log_alpha * (log_prob + agent.target_entropy)).mean()
+    return loss, {"temperature": agent.alpha.item(), "temperature_loss": loss.item()}
+
+
+def gripper_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Tensor, dict]:
+    """Double-DQN loss of the discrete gripper critic; its reward includes the grasp penalty."""
+    with torch.no_grad():
+        features = agent.encoder(batch["obs"])
+        next_features = agent.target_encoder(batch["next_obs"])
+        next_cont = agent.actor.mode(next_features)
+        next_in = torch.cat([next_features, next_cont], -1)
+        best = agent.grip_critic(next_in).argmax(-1, keepdim=True)
+        next_q = agent.target_grip_critic(next_in).gather(-1, best).squeeze(-1)
+        reward = batch["reward"] + batch.get("grasp_penalty", torch.zeros_like(batch["reward"]))
+        target = reward + cfg.discount * batch["mask"] * next_q
+    cls = (batch["action"][:, -1].round().clamp(-1, 1) + 1).long()
+    q = agent.grip_critic(torch.cat([features, batch["action"][:, : agent.cont_dim]], -1))
+    q_taken = q.gather(-1, cls.unsqueeze(-1)).squeeze(-1)
+    loss = F.mse_loss(q_taken, target)
+    return loss, {"gripper_loss": loss.item(), "gripper_q": q_taken.mean().item()}
+
+
+# ---- update ----------------------------------------------------------------------------------------
+
+
+def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict, cfg: SACConfig) -> dict:
+    """One update: `critic_updates_per_actor_update` critic steps on consecutive slices of `batch`
+    (so batch holds k·batch_size samples), then one actor, temperature (and gripper) step on the
+    last slice. Target networks follow by Polyak averaging after each critic step."""
+    k = cfg.critic_updates_per_actor_update
+    n = _batch_len(batch)
+    if n < k * 2:
+        raise ValueError(f"batch of {n} is too small for {k} critic updates")
+    size = n // k
+    metrics: dict = {}
+    for i in range(k):
+        mb = _slice(batch, i * size, (i + 1) * size)
+        loss, m = critic_loss(agent, mb, cfg)
+        opts["critic"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["critic"].step()
+        soft_update(agent.target_critic, agent.critic, cfg.tau)
+        soft_update(agent.target_encoder, agent.encoder, cfg.tau)
+        metrics.update(m)
+    with torch.no_grad():
+        features = agent.encoder(mb["obs"])
+    agent.critic.requires_grad_(False)  # the actor's backward needs no critic weight gradients
+    try:
+        loss, log_prob, m = actor_loss(agent, features)
+        opts["actor"].zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        agent.critic.requires_grad_(True)
+    opts["actor"].step()
+    metrics.update(m)
+    loss, m = temperature_loss(agent, log_prob)
+    opts["temperature"].zero_grad(set_to_none=True)
+    loss.backward()
+    opts["temperature"].step()
+    metrics.update(m)
+    if cfg.hybrid_gripper:
+        loss, m = gripper_loss(agent, mb, cfg)
+        opts["gripper"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["gripper"].step()
+        soft_update(agent.target_grip_critic, agent.grip_critic, cfg.tau)
+        metrics.update(m)
+    return metrics
+
+
+def _batch_len(batch: dict) -> int:
+    return int(batch["reward"].shape[0])
+
+
+def _slice(tree, start: int, stop: int):
+    if isinstance(tree, dict):
+        return {k: _slice(v, start, stop) for k, v in tree.items()}
+    return tree[start:stop]

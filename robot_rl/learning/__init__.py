@@ -1,0 +1,1 @@
+"""Learner side: run folders, metrics, checkpoints, plots and the training loops that use them."""

@@ -1,0 +1,152 @@
+"""`robot-rl train` configuration, and the pieces actor and learner both build from it
+(the env, the observation layout, the agent)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from robot_rl.agents.encoders import EncoderConfig
+from robot_rl.agents.obs_encoder import ObsEncoder
+from robot_rl.agents.sac import SACAgent, SACConfig
+from robot_rl.errors import ConfigError
+from robot_rl.learning.obs import ObsLayout
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: env, observations, agent, data, schedule, interventions."""
+
+    task: str | None = "pick_cube"
+    """robot_rl task (tasks/<name>.yaml); ignored when `env` is given."""
+    env: str | None = None
+    """Any gymnasium env id with Box/Dict observations and Box actions (e.g. Pendulum-v1)."""
+    env_kwargs: str = "{}"
+    """JSON object of keyword arguments for gym.make (e.g. '{"server": "tcp://10.0.0.2:5555"}')."""
+    obs: Literal["state", "pixels"] = "state"
+    privileged: bool = True
+    """State runs on a twin task also observe the twin's object state (cube pose, hole position)."""
+    encoder: EncoderConfig = EncoderConfig(name="resnet10", image_hw=(128, 128), frozen=True)
+    """Pixel runs: image encoder per camera (frozen backbones store embeddings in the buffer)."""
+    agent: SACConfig = SACConfig()
+    demos: str | None = None
+    """Folder of recorded episodes (robot-rl record) for the demo buffer."""
+    demo_fraction: float = 0.5
+    env_steps: int = 20_000
+    learning_starts: int = 500
+    """Env steps collected (policy acting, untrained) before updates start."""
+    utd: float = 1.0
+    """Agent updates per env step (each runs `agent.critic_updates_per_actor_update` critic steps)."""
+    weights_every: int = 50
+    """Push trainable weights to the actor every this many updates."""
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    checkpoint_every: int = 2_000
+    """Updates between learner checkpoints."""
+    replay_capacity: int = 200_000
+    intervention: Literal["none", "scripted", "keyboard", "spacemouse"] = "none"
+    rlif: bool = False
+    """RLIF: reward −1 on the step before each intervention, 0 otherwise (env reward ignored)."""
+    grasp_penalty: float = -0.02
+    """Added to the gripper critic's reward when the gripper changes state (hybrid gripper only)."""
+    classifier: str | None = None
+    """Reward from a success classifier checkpoint instead of the task's ground truth."""
+    seed: int = 0
+    run: str = ""
+    """Run name (default: <task or env>_<obs>_s<seed>)."""
+    runs_dir: str = "runs"
+    learner: str = "tcp://127.0.0.1:5650"
+    """Learner's step socket; weights are published on the next port."""
+    torch_threads: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.task is None and self.env is None:
+            raise ConfigError("give a task (--task pick_cube) or a gymnasium env id (--env Pendulum-v1)")
+        try:
+            kwargs = json.loads(self.env_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}: {exc}") from exc
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
+        for name in ("env_steps", "eval_every", "weights_every", "checkpoint_every", "replay_capacity"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.learning_starts < 0 or self.eval_episodes < 0 or self.utd <= 0:
+            raise ConfigError("learning_starts and eval_episodes must be ≥ 0 and utd > 0")
+        if not 0.0 <= self.demo_fraction <= 1.0:
+            raise ConfigError(f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or f"{self.env or self.task}_{self.obs}_s{self.seed}"
+
+    @property
+    def weights_address(self) -> str:
+        host, port = self.learner.rsplit(":", 1)
+        return f"{host}:{int(port) + 1}"
+
+    def kwargs(self) -> dict[str, Any]:
+        return json.loads(self.env_kwargs)
+
+
+ENV_IDS = {"pick_cube": "robot_rl/PickCube-v0", "peg_insertion": "robot_rl/PegInsertion-v0"}
+
+
+def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
+    """The env a run acts in (actor, evaluation)."""
+    import robot_rl  # noqa: F401 - registers the robot_rl env ids
+
+    kwargs = cfg.kwargs()
+    if cfg.env is not None:
+        return gym.make(cfg.env, **kwargs)
+    env_id = ENV_IDS.get(cfg.task)
+    if env_id is None:  # any task spec in tasks/: build the env directly
+        from robot_rl.envs.robot_env import RobotEnv
+
+        return RobotEnv(cfg.task, image_obs=cfg.obs == "pixels", privileged_obs=cfg.privileged and cfg.obs == "state",
+                        **kwargs)
+    kwargs.setdefault("image_obs", cfg.obs == "pixels" if render_images is None else render_images)
+    kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
+    return gym.make(env_id, **kwargs)
+
+
+def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:
+    include = ("privileged",) if cfg.privileged else ()
+    return ObsLayout.of(env.observation_space, include=include, images=cfg.obs == "pixels")
+
+
+def action_dim_of(env: gym.Env) -> int:
+    """Size of the env's 1-D Box action space (other bounds than [−1, 1] go through ActionScaler)."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise ConfigError(f"the agents need a 1-D Box action space, got {space}")
+    return int(space.shape[0])
+
+
+def make_agent(cfg: TrainConfig, layout: ObsLayout, action_dim: int) -> SACAgent:
+    encoder = ObsEncoder(layout.state_dim, layout.camera_names if cfg.obs == "pixels" else (),
+                         cfg.encoder if cfg.obs == "pixels" else None)
+    return SACAgent(encoder, encoder.feature_dim, action_dim, cfg.agent)
+
+
+@dataclass(frozen=True)
+class ActionScaler:
+    """Maps the agent's [−1, 1] actions onto an env's Box bounds (identity for robot_rl envs)."""
+
+    low: np.ndarray = field(default_factory=lambda: np.array([-1.0]))
+    high: np.ndarray = field(default_factory=lambda: np.array([1.0]))
+
+    @staticmethod
+    def of(env: gym.Env) -> "ActionScaler":
+        return ActionScaler(np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64))
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        return self.low + (np.clip(action, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
+
+    def to_agent(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(2.0 * (np.asarray(action) - self.low) / (self.high - self.low) - 1.0, -1.0, 1.0)

@@ -1,0 +1,134 @@
+"""Getting data into the learner's buffers: actor steps (online, and interventions into the demo
+buffer too) and recorded demo episodes, with frozen-backbone embeddings computed on the way in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.agents.sac import SACAgent
+from robot_rl.data.episodes import Episode
+from robot_rl.errors import ConfigError
+from robot_rl.learning import wire
+from robot_rl.learning.config import TrainConfig
+from robot_rl.learning.obs import ObsLayout
+from robot_rl.learning.replay import EpisodeAssembler, FieldSpec, ReplayBuffer
+
+EMBED_BATCH = 32
+"""Frames embedded per backbone call: batching makes the frozen backbone cheap per frame."""
+
+
+class Ingestor:
+    """Owns the online and demo buffers. One thread (the learner's)."""
+
+    def __init__(self, agent: SACAgent, layout: ObsLayout, cfg: TrainConfig) -> None:
+        self.agent, self.layout, self.cfg = agent, layout, cfg
+        self.embed = cfg.obs == "pixels" and agent.encoder.frozen
+        fields = {"state": FieldSpec((layout.state_dim,), "float32")}
+        for (path, shape) in layout.images:
+            cam = path[-1]
+            if self.embed:
+                fields[f"embeddings/{cam}"] = FieldSpec(agent.encoder.image_encoder(cam).feature_shape, "float16")
+            else:
+                fields[f"images/{cam}"] = FieldSpec(shape, "uint8")
+        self.fields = fields
+        self.online = ReplayBuffer(cfg.replay_capacity, fields, agent.action_dim)
+        self.demo = ReplayBuffer(cfg.replay_capacity, fields, agent.action_dim)
+        self.assembler = EpisodeAssembler()
+        self._queue: list[tuple[str, dict | None, dict, dict]] = []
+        self._prev: dict[str, dict] = {}
+
+    # ---- actor steps ---------------------------------------------------------------------------
+
+    def add_step(self, msg: wire.Step) -> None:
+        obs = None if msg.obs_state is None else _raw(msg.obs_state, msg.obs_images)
+        nxt = _raw(msg.next_state, msg.next_images)
+        kw = dict(action=np.asarray(msg.action, np.float32), reward=msg.reward, terminated=msg.terminated,
+                  truncated=msg.truncated, intervention=msg.intervention, grasp_penalty=msg.grasp_penalty, seq=msg.seq)
+        self._queue.append(("actor", obs, nxt, kw))
+        if not self.embed or len(self._queue) >= EMBED_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Insert queued steps (embedding their frames in one batch when the backbone is frozen)."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        raws = [r for _, obs, nxt, _ in queue for r in (obs, nxt) if r is not None]
+        fields = iter(self._fields(raws))
+        for stream, obs, _, kw in queue:
+            obs_fields = next(fields) if obs is not None else None
+            next_fields = next(fields)
+            if obs_fields is None and stream not in self._prev:
+                raise ValueError(f"step {kw['seq']} continues an episode whose start never arrived")
+            prev = obs_fields if obs_fields is not None else self._prev[stream]
+            self.assembler.step(self.online, stream, obs_fields, next_fields, **kw)
+            if kw["intervention"]:  # HIL-SERL: human corrections also go into the demo buffer
+                self.demo.add(self.demo.add_obs(prev), self.demo.add_obs(next_fields), kw["action"], kw["reward"],
+                              terminated=kw["terminated"], truncated=kw["truncated"], intervention=True,
+                              grasp_penalty=kw["grasp_penalty"], seq=kw["seq"])
+            self._prev[stream] = next_fields
+
+    # ---- recorded demos ------------------------------------------------------------------------
+
+    def add_episode_file(self, ep: Episode) -> None:
+        check_demo_compatible(self.layout, ep)
+        t_max = len(ep)
+        raws = []
+        for t in range(t_max + 1):
+            obs = _obs_at(ep, t)
+            images = self.layout.image_arrays(obs) if self.layout.images else {}
+            raws.append(_raw(self.layout.state_vector(obs), images))
+        fields = self._fields(raws)
+        stream = f"demo:{ep.path.name}"
+        for t in range(t_max):
+            self.assembler.step(self.demo, stream, fields[t] if t == 0 else None, fields[t + 1],
+                                ep.arrays["action"][t], float(ep.arrays["reward"][t]),
+                                terminated=bool(ep.arrays["terminated"][t]),
+                                truncated=bool(ep.arrays["truncated"][t] or t == t_max - 1 and not ep.arrays["terminated"][t]))
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _fields(self, raws: list[dict]) -> list[dict]:
+        """Buffer fields of raw observations ({"state", "images/<cam>"}): embeddings computed in batches."""
+        if not self.embed:
+            return raws
+        out = [{"state": r["state"]} for r in raws]
+        for (path, _) in self.layout.images:
+            cam = path[-1]
+            for start in range(0, len(raws), EMBED_BATCH):
+                chunk = raws[start:start + EMBED_BATCH]
+                images = torch.from_numpy(np.stack([r[f"images/{cam}"] for r in chunk]))
+                emb = self.agent.encoder.embed(cam, images).numpy()
+                for i, e in enumerate(emb):
+                    out[start + i][f"embeddings/{cam}"] = e
+        return out
+
+
+def _raw(state: np.ndarray, images: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    out = {"state": np.asarray(state, np.float32)}
+    for cam, img in (images or {}).items():
+        out[f"images/{cam}"] = np.asarray(img, np.uint8)
+    return out
+
+
+def _obs_at(ep: Episode, t: int) -> dict:
+    """The nested observation dict of step t of a recorded episode."""
+    obs: dict = {}
+    for key, arr in ep.arrays.items():
+        if not key.startswith("obs/"):
+            continue
+        node = obs
+        parts = key[4:].split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = arr[t]
+    return obs
+
+
+def check_demo_compatible(layout: ObsLayout, ep: Episode) -> None:
+    for path, _ in layout.images:
+        if "obs/" + "/".join(path) not in ep.arrays:
+            raise ConfigError(f"demo {ep.path} has no {'/'.join(path)} images: record pixel demos without --no-images")

@@ -1,0 +1,264 @@
+"""The learner: receives the actor's steps, persists them, trains the agent, publishes weights,
+logs metrics, checkpoints; `--resume` reloads the checkpoint and every persisted step.
+
+Loop (one thread): drain incoming messages → run updates up to the update-to-data budget →
+publish weights every `weights_every` updates → persist pending steps (chunks) → checkpoint.
+A silent actor leaves the learner waiting (it logs once, then keeps waiting).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+
+from robot_rl.agents.sac import make_optimizers, update
+from robot_rl.config import to_dict
+from robot_rl.data.episodes import iter_episodes
+from robot_rl.errors import ConfigError
+from robot_rl.learning import wire
+from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_agent, make_env
+from robot_rl.learning.ingest import Ingestor
+from robot_rl.learning.policy import acting_state
+from robot_rl.learning.replay import MixedSampler
+from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
+from robot_rl.learning.step_log import StepLog
+
+log = logging.getLogger(__name__)
+
+PERSIST_EVERY_STEPS = 500
+PERSIST_EVERY_S = 5.0
+ACTOR_SILENT_S = 10.0
+
+
+class Learner:
+    """See the module docstring. `run()` returns once `cfg.env_steps` steps have arrived, been
+    persisted and learned from, and the actor's final evaluation (if any) is logged."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
+        env = make_env(cfg, render_images=cfg.obs == "pixels")
+        try:
+            self.layout = layout_of(cfg, env)
+            self.action_dim = action_dim_of(env)
+        finally:
+            env.close()
+        self.agent = make_agent(cfg, self.layout, self.action_dim)
+        self.opts = make_optimizers(self.agent, cfg.agent)
+        self.run_dir = RunDir(cfg.run_name, root=cfg.runs_dir, resume=resume, config=cfg,
+                              resume_may_differ=("resume", "env_steps", "eval_every", "eval_episodes"))
+        self.metrics = MetricsWriter(self.run_dir)
+        self.ingest = Ingestor(self.agent, self.layout, cfg)
+        self.sampler = MixedSampler(self.ingest.online, self.ingest.demo, demo_fraction=cfg.demo_fraction,
+                                    seed=cfg.seed)
+        self.step_log = StepLog(self.run_dir.path / "replay")
+        self.update_count = 0
+        self.weights_version = 0
+        self.received_seq = -1
+        self.env_steps = 0
+        self.final_eval_seen = False
+        self._train_metrics: dict = {}
+        if cfg.demos:
+            self._load_demos(Path(cfg.demos))
+        if resume:
+            self._restore()
+        ctx = zmq.Context.instance()
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.sock.bind(cfg.learner)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 2)
+        self.pub.bind(cfg.weights_address)
+        self._last_actor_msg = time.monotonic()
+        self._last_persist = time.monotonic()
+        self._actor_silent_logged = False
+        log.info("learner %s: state %d, cameras %s, actions %d, demos %d transitions, online %d",
+                 cfg.run_name, self.layout.state_dim, self.layout.camera_names, self.action_dim,
+                 len(self.ingest.demo), len(self.ingest.online))
+
+    # ---- data ----------------------------------------------------------------------------------
+
+    def _load_demos(self, folder: Path) -> None:
+        n = 0
+        for ep in iter_episodes(folder):
+            self.ingest.add_episode_file(ep)
+            n += 1
+        if n == 0:
+            raise ConfigError(f"no episodes in {folder}: record some with `robot-rl record --out {folder}`")
+        log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.ingest.demo), folder)
+
+    def _restore(self) -> None:
+        n = 0
+        for frames in self.step_log.replay():
+            msg = wire.decode(frames)
+            self.ingest.add_step(msg)
+            self.received_seq = max(self.received_seq, msg.seq)
+            n += 1
+        self.ingest.flush()
+        self.env_steps = n
+        ckpt = load_latest_checkpoint(self.run_dir)
+        if ckpt is not None:
+            self.agent.load_state_dict(ckpt["agent"])
+            for name, opt in self.opts.items():
+                opt.load_state_dict(ckpt["optimizers"][name])
+            self.update_count = int(ckpt["update"])
+            self.weights_version = int(ckpt["weights_version"])
+            self.sampler.rng.bit_generator.state = ckpt["sampler_rng"]
+        log.info("resumed %s: %d persisted steps (up to seq %d), update %d, weights v%d", self.cfg.run_name, n,
+                 self.received_seq, self.update_count, self.weights_version)
+
+    def _handle(self, frames: list) -> None:
+        identity, payload = frames[0], frames[1:]
+        try:
+            msg = wire.decode(payload)
+        except Exception as exc:  # noqa: BLE001 - a bad message must not stop training
+            log.warning("dropped an undecodable message from an actor: %s", exc)
+            return
+        self._last_actor_msg = time.monotonic()
+        self._actor_silent_logged = False
+        if isinstance(msg, wire.Step):
+            if msg.seq <= self.received_seq:
+                return  # a resend of something already received
+            if msg.seq != self.received_seq + 1:
+                log.warning("steps %d..%d never arrived (the actor lost them); continuing", self.received_seq + 1,
+                            msg.seq - 1)
+            self.received_seq = msg.seq
+            self.env_steps += 1
+            self.step_log.append(msg.seq, payload)
+            self.ingest.add_step(msg)
+            if msg.episode_stats:
+                self.metrics.write("episode", self.env_steps, msg.episode_stats, update=self.update_count)
+        elif isinstance(msg, wire.ActorHello):
+            self._ack(identity, self._check_hello(msg))
+        elif isinstance(msg, wire.Heartbeat):
+            self._ack(identity)
+        elif isinstance(msg, wire.EvalReport):
+            self.metrics.write_eval(msg.env_step, success_rate=msg.success_rate, episodes=msg.episodes,
+                                    mean_steps=msg.mean_steps,
+                                    cycle_time_s=msg.cycle_time_s,
+                                    update=self.update_count, extra={"weights_version": msg.weights_version,
+                                                                     "mean_return": msg.mean_return})
+            log.info("eval at %d env steps: success %.2f", msg.env_step, msg.success_rate)
+            if msg.env_step >= self.cfg.env_steps:
+                self.final_eval_seen = True
+
+    def _check_hello(self, msg: wire.ActorHello) -> str:
+        if msg.run != self.cfg.run_name:
+            return f"this learner trains run {self.cfg.run_name!r}, the actor is for {msg.run!r}"
+        if msg.state_dim != self.layout.state_dim or msg.action_dim != self.action_dim:
+            return (f"actor observes {msg.state_dim} state values and acts in {msg.action_dim} dims; the learner "
+                    f"expects {self.layout.state_dim} and {self.action_dim}: the configs differ")
+        return ""
+
+    def _ack(self, identity: bytes, error: str = "") -> None:
+        ack = wire.LearnerAck(self.cfg.run_name, self.received_seq, self.step_log.persisted_seq,
+                              self.weights_version, self.update_count, error)
+        self.sock.send_multipart([identity, *wire.encode(ack)])
+
+    def _drain(self, timeout_ms: int = 0) -> int:
+        n = 0
+        while self.sock.poll(timeout_ms):
+            timeout_ms = 0
+            self._handle(self.sock.recv_multipart())
+            n += 1
+            if n >= 1000:
+                break
+        return n
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def _update_budget(self) -> int:
+        return int((self.env_steps - self.cfg.learning_starts) * self.cfg.utd)
+
+    def _train_step(self) -> None:
+        self.ingest.flush()
+        k = self.cfg.agent.critic_updates_per_actor_update
+        batch = _to_torch(self.sampler.sample(self.cfg.agent.batch_size * k))
+        self.agent.train()
+        self._train_metrics = update(self.agent, self.opts, batch, self.cfg.agent)
+        self.update_count += 1
+        if self.update_count % self.cfg.weights_every == 0:
+            self._publish()
+        if self.update_count % 200 == 0:
+            self.metrics.write("train", self.env_steps, self._train_metrics, update=self.update_count)
+        if self.update_count % self.cfg.checkpoint_every == 0:
+            self._checkpoint()
+
+    def _publish(self) -> None:
+        self.weights_version += 1
+        msg = wire.Weights(self.weights_version, self.update_count, self.cfg.run_name, acting_state(self.agent))
+        try:
+            self.pub.send_multipart(wire.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _persist(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.step_log.pending and (force or self.step_log.pending >= PERSIST_EVERY_STEPS
+                                      or now - self._last_persist > PERSIST_EVERY_S):
+            self.step_log.flush()
+            self._last_persist = now
+
+    def _checkpoint(self) -> None:
+        self._persist(force=True)
+        state = {"agent": self.agent.state_dict(), "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+                 "update": self.update_count, "weights_version": self.weights_version, "env_steps": self.env_steps,
+                 "received_seq": self.received_seq, "sampler_rng": self.sampler.rng.bit_generator.state,
+                 "config": to_dict(self.cfg)}
+        save_checkpoint(self.run_dir, checkpoint_name(self.update_count), state)
+
+    def run(self, actor_alive: Callable[[], bool] | None = None) -> dict:
+        """Train until every configured env step is learned from; returns final counters.
+
+        `actor_alive` (local runs): when it turns False before the run is done, stop with an error
+        instead of waiting for an actor that will not come back.
+        """
+        self._publish()  # the actor starts from the learner's initial weights
+        try:
+            while True:
+                self._drain(timeout_ms=0 if self._update_budget() > self.update_count else 20)
+                if self._update_budget() > self.update_count and (len(self.ingest.online) + len(self.ingest.demo)):
+                    self._train_step()
+                self._persist()
+                done_steps = self.env_steps >= self.cfg.env_steps and self.update_count >= self._update_budget()
+                if done_steps and (self.final_eval_seen or self.cfg.eval_episodes == 0):
+                    break
+                waiting_for_actor = self.env_steps < self.cfg.env_steps or (
+                    self.cfg.eval_episodes > 0 and not self.final_eval_seen)
+                if waiting_for_actor and actor_alive is not None and not actor_alive() and not self.sock.poll(0):
+                    raise RuntimeError(f"the actor process exited at {self.env_steps} of {self.cfg.env_steps} env "
+                                       "steps; see its log above (resume with --resume)")
+                if time.monotonic() - self._last_actor_msg > ACTOR_SILENT_S and not self._actor_silent_logged:
+                    log.warning("no message from the actor for %.0f s: waiting (start or restart `robot-rl actor`)",
+                                ACTOR_SILENT_S)
+                    self._actor_silent_logged = True
+            self._checkpoint()
+            self._publish()
+            # Keep answering the actor's heartbeats briefly so it sees everything persisted.
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                self._drain(timeout_ms=50)
+            return {"env_steps": self.env_steps, "updates": self.update_count, "run_dir": str(self.run_dir.path)}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.pub.close(0)
+        self.metrics.close()
+        self.run_dir.close()
+
+
+def _to_torch(tree):
+    if isinstance(tree, dict):
+        return {k: _to_torch(v) for k, v in tree.items()}
+    return torch.from_numpy(np.ascontiguousarray(tree))

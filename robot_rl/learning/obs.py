@@ -1,0 +1,80 @@
+"""Observation layout for the learner: which parts of a gymnasium observation are a flat state
+vector and which are camera images, for any env with Box or Dict observations.
+
+Image entries are uint8 Boxes shaped (H, W, 3); every other Box (nested in Dicts at any depth) is
+flattened into one float32 state vector in a fixed key order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from robot_rl.errors import ConfigError
+
+SKIP_KEYS = ("privileged",)
+"""Dict keys left out of the state unless asked for (ground truth a real robot cannot observe)."""
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Paths (tuples of dict keys, () for a bare Box) of state parts and images."""
+
+    state: tuple[tuple[tuple[str, ...], int], ...]
+    """(path, flat size) of each state part, in concatenation order."""
+    images: tuple[tuple[tuple[str, ...], tuple[int, int, int]], ...]
+    """(path, (H, W, 3)) of each camera image."""
+
+    @property
+    def state_dim(self) -> int:
+        return sum(size for _, size in self.state)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(path[-1] for path, _ in self.images)
+
+    @staticmethod
+    def of(space: spaces.Space, *, include: tuple[str, ...] = (), images: bool = True) -> "ObsLayout":
+        """Layout of an observation space. `include` lists SKIP_KEYS to keep (e.g. "privileged");
+        `images=False` drops cameras (state-only learning)."""
+        state: list = []
+        imgs: list = []
+
+        def walk(sp: spaces.Space, path: tuple[str, ...]) -> None:
+            if isinstance(sp, spaces.Dict):
+                for key in sorted(sp.spaces):
+                    if key in SKIP_KEYS and key not in include:
+                        continue
+                    walk(sp.spaces[key], path + (key,))
+            elif isinstance(sp, spaces.Box):
+                if sp.dtype == np.uint8 and len(sp.shape) == 3 and sp.shape[-1] == 3:
+                    if images:
+                        imgs.append((path, tuple(sp.shape)))
+                else:
+                    state.append((path, int(np.prod(sp.shape))))
+            else:
+                raise ConfigError(f"observation part {'/'.join(path) or '<root>'} is a {type(sp).__name__}: "
+                                  "the agents take Box and Dict observations only")
+
+        walk(space, ())
+        if not state and not imgs:
+            raise ConfigError("the observation space has no Box parts to learn from")
+        return ObsLayout(tuple(state), tuple(imgs))
+
+    def state_vector(self, obs: Any) -> np.ndarray:
+        """Flat float32 state of one observation, (state_dim,)."""
+        parts = [np.asarray(_get(obs, path), dtype=np.float32).reshape(-1) for path, _ in self.state]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def image_arrays(self, obs: Any) -> dict[str, np.ndarray]:
+        """Camera images of one observation by camera name, each (H, W, 3) uint8."""
+        return {path[-1]: np.asarray(_get(obs, path), dtype=np.uint8) for path, _ in self.images}
+
+
+def _get(obs: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        obs = obs[key]
+    return obs

@@ -1,0 +1,70 @@
+"""Glue between env observations, the agent and weight messages (used by actor, learner, eval)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.agents.sac import SACAgent
+from robot_rl.learning.obs import ObsLayout
+
+
+def obs_batch(layout: ObsLayout, obs: Any) -> dict[str, torch.Tensor]:
+    """A batch of one observation for `agent.act`: "state" (1, D) and "images/<camera>" (1, H, W, 3)."""
+    batch = {"state": torch.from_numpy(layout.state_vector(obs)).unsqueeze(0)}
+    for cam, img in layout.image_arrays(obs).items():
+        batch[f"images/{cam}"] = torch.from_numpy(np.ascontiguousarray(img)).unsqueeze(0)
+    return batch
+
+
+def policy_action(agent: SACAgent, batch: dict[str, torch.Tensor], *, deterministic: bool,
+                  generator: torch.Generator | None = None) -> np.ndarray:
+    """Action (A,) float64 in [−1, 1]."""
+    return agent.act(batch, deterministic=deterministic, generator=generator)[0].numpy().astype(np.float64)
+
+
+def acting_state(agent: SACAgent) -> dict[str, np.ndarray]:
+    """What an actor needs to act: the encoder's trainable parts, the actor head and the gripper
+    critic. Frozen backbone weights are not sent (both sides build them identically)."""
+    frozen = {name for name, p in agent.named_parameters() if not p.requires_grad}
+    out = {}
+    for name, value in agent.state_dict().items():
+        if not name.startswith(("encoder.", "actor.", "grip_critic.")) or name in frozen:
+            continue
+        if ".backbone." in name and agent.encoder.frozen:
+            continue  # frozen backbones' BatchNorm buffers never change either
+        out[name] = value.detach().to(torch.float32).numpy().copy()
+    return out
+
+
+def load_weights(agent: SACAgent, params: dict[str, np.ndarray]) -> None:
+    """Load an `acting_state` into an agent (missing keys keep their values)."""
+    state = {name: torch.from_numpy(np.array(value)) for name, value in params.items()}
+    current = agent.state_dict()
+    unknown = sorted(set(state) - set(current))
+    if unknown:
+        raise ValueError(f"weights for unknown parameters {unknown[:5]}: actor and learner configs differ")
+    for name, tensor in state.items():
+        if tensor.shape != current[name].shape:
+            raise ValueError(f"parameter {name} has shape {tuple(tensor.shape)}, the actor's has "
+                             f"{tuple(current[name].shape)}: actor and learner configs differ")
+    agent.load_state_dict(state, strict=False)
+
+
+def frozen_digest(agent: SACAgent) -> float:
+    """A number that differs when two agents' frozen weights differ (cheap init-mismatch check)."""
+    total = 0.0
+    for p in agent.parameters():
+        if not p.requires_grad:
+            total += float(p.detach().double().abs().sum())
+    return total
+
+
+def success_of(info: dict, terminated: bool, reward: float) -> bool:
+    """Task success from info ("success", "is_success"), else a terminating positive reward."""
+    for key in ("success", "is_success"):
+        if key in info:
+            return bool(info[key])
+    return bool(terminated and reward > 0)

@@ -1,0 +1,113 @@
+"""`robot-rl train`, `robot-rl learner`, `robot-rl actor`: the distributed run, locally or split
+over machines. `train` runs the learner in this process and the actor as a child process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from robot_rl.config import from_dict, to_dict
+from robot_rl.learning.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainCommand(TrainConfig):
+    """Train on the embedded twin (or any env): learner here, actor in a child process."""
+
+    resume: bool = False
+    """Continue the run in runs/<run>: reload its checkpoint and every persisted step."""
+
+    @property
+    def config(self) -> TrainConfig:
+        return _config_of(self)
+
+
+@dataclass(frozen=True)
+class LearnerCommand(TrainConfig):
+    """The learner alone (actors connect to --learner)."""
+
+    resume: bool = False
+
+    @property
+    def config(self) -> TrainConfig:
+        return _config_of(self)
+
+
+@dataclass(frozen=True)
+class ActorCommand(TrainConfig):
+    """An actor for a learner elsewhere. With --config-file it uses a run's config exactly."""
+
+    config_file: str | None = None
+    """A run's config.json (written by the learner): the actor then uses exactly that config."""
+    resume: bool = False
+    actor: str = "actor0"
+    sent_log: str | None = None
+
+    @property
+    def config(self) -> TrainConfig:
+        return _config_of(self)
+
+
+def _config_of(cmd: TrainConfig) -> TrainConfig:
+    """The plain TrainConfig part of a command."""
+    return TrainConfig(**{f.name: getattr(cmd, f.name) for f in fields(TrainConfig)})
+
+
+def run_learner(cmd: LearnerCommand | TrainCommand) -> dict:
+    from robot_rl.learning.learner import Learner
+
+    return Learner(cmd.config, resume=cmd.resume).run()
+
+
+def run_actor(cmd: ActorCommand) -> None:
+    from robot_rl.learning.actor import Actor, ActorOptions
+
+    cfg = cmd.config
+    if cmd.config_file is not None:
+        cfg = from_dict(TrainConfig, json.loads(Path(cmd.config_file).read_text()), where="config")
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    Actor(cfg, ActorOptions(str(run_dir), actor=cmd.actor, resume=cmd.resume, sent_log=cmd.sent_log)).run()
+
+
+def spawn_actor(cfg: TrainConfig, *, resume: bool, sent_log: str | None = None,
+                extra_env: dict | None = None) -> subprocess.Popen:
+    """`robot-rl actor` for `cfg` as a child process (its config passed through a JSON file)."""
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_file = run_dir / "actor_config.json"
+    cfg_file.write_text(json.dumps(to_dict(cfg)))
+    args = [sys.executable, "-m", "robot_rl.cli.main", "actor", "--config-file", str(cfg_file)]
+    if resume:
+        args.append("--resume")
+    if sent_log:
+        args += ["--sent-log", sent_log]
+    return subprocess.Popen(args, env={**os.environ, **(extra_env or {})}, start_new_session=True)
+
+
+def run_train(cmd: TrainCommand) -> dict:
+    """Learner in this process, actor as a child; both stop together."""
+    from robot_rl.learning.learner import Learner
+
+    learner = Learner(cmd.config, resume=cmd.resume)  # binds its sockets before the actor connects
+    actor = spawn_actor(cmd.config, resume=cmd.resume)
+    try:
+        result = learner.run(actor_alive=lambda: actor.poll() is None)
+        actor.wait(timeout=120)
+        if actor.returncode:
+            raise RuntimeError(f"the actor exited with code {actor.returncode}; see its log above")
+        return result
+    finally:
+        if actor.poll() is None:
+            os.killpg(actor.pid, signal.SIGTERM)
+            try:
+                actor.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(actor.pid, signal.SIGKILL)
