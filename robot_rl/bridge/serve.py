@@ -84,6 +84,7 @@ class ServerStack:
             self.thread.join(timeout=5.0)
         else:
             self.server.close()
+        self.server.stop_authenticator()
         self.service.runtime.close()
 
 

@@ -87,6 +87,7 @@ class RobotServer:
         keys = ServerKeys.from_dir(config.keys_dir) if config.keys_dir else None
         if keys is not None:
             self._auth = start_authenticator(self._ctx, keys)
+            self._auth_thread = threading.get_ident()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -264,8 +265,15 @@ class RobotServer:
         self.sock.close(0)
         if self.pub is not None:
             self.pub.close(0)
+        if threading.get_ident() == getattr(self, "_auth_thread", None):
+            self.stop_authenticator()
+
+    def stop_authenticator(self) -> None:
+        """Stop the CurveZMQ authenticator, from the thread that started it (its control pipe is
+        that thread's socket). `ServerStack.close()` does this after the serving thread ends."""
         if self._auth is not None:
             self._auth.stop()
+            self._auth = None
 
 
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
