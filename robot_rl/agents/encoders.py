@@ -273,7 +273,9 @@ class EncoderConfig:
     frozen: bool = False
     """Freeze the backbone (no grads, BatchNorm stats fixed); the pooling head always trains."""
     pretrained: bool | str = False
-    """True: the packaged ImageNet weights (mobilenet_v2 only); a str: a local state dict of the backbone."""
+    """True: the packaged ImageNet weights (mobilenet_v2 only). A str: a local state dict file, of the
+    backbone (small_cnn, resnet10) or of torchvision's whole MobileNetV2. A checkpoint's state dict
+    holds the backbone too: to restore one where the file is absent, rebuild with False and load it."""
     out_dim: int = 256
     """Output feature size (SERL: Dense 256)."""
     pool: PoolName = "spatial"
@@ -348,16 +350,23 @@ class ImageEncoder(nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[3] != 3 or tuple(images.shape[1:3]) != hw:
             raise ValueError(f"images must be uint8 (batch, {hw[0]}, {hw[1]}, 3), channels last as the env gives "
                              f"them, got {images.dtype} {tuple(images.shape)}")
-        # The permuted view stays channels-last in memory, which oneDNN's CPU convolutions prefer.
+        # The permuted view stays channels-last in memory: measured 1.4–2× faster convs than contiguous.
         return torch.addcmul(self.shift, images.permute(0, 3, 1, 2).to(torch.float32), self.scale)
 
-    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Feature map (batch, C, h, w) float32 of uint8 frames (batch, H, W, 3); see `feature_shape`."""
+    def backbone_features(self, images: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        """Feature map (batch, C, h, w) float32 of uint8 frames (batch, H, W, 3); see `feature_shape`.
+
+        `max_batch` runs the backbone on chunks of at most that many frames, e.g. to precompute a
+        demo buffer: on 2 cores, chunks of 8–32 ran 1.2–2× faster than one batch of 256 (smaller
+        activations). Chunks change nothing unless a trainable backbone is in train mode (BatchNorm).
+        """
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be a positive number of frames or None, got {max_batch}")
         x = self.normalize(images)
-        if self.frozen:
-            with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            if max_batch is None or x.shape[0] <= max_batch:
                 return self.backbone(x)
-        return self.backbone(x)
+            return torch.cat([self.backbone(chunk) for chunk in x.split(max_batch)])
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The trainable part: feature map (batch, C, h, w) → (batch, out_dim)."""
@@ -378,16 +387,16 @@ def build_encoder(config: EncoderConfig) -> ImageEncoder:
         ConfigError: a weights path that is missing or does not fit the backbone.
         DependencyMissing: pretrained=True and the MobileNetV2 weights package is not installed.
     """
-    weights = None if config.pretrained is False else (None if config.pretrained is True else config.pretrained)
+    path = config.pretrained if isinstance(config.pretrained, str) else None
     backbone: nn.Module
     if config.name == "mobilenet_v2":
-        backbone = load_mobilenet_v2(weights).features if config.pretrained is not False else MobileNetV2().features
+        backbone = (load_mobilenet_v2(path) if config.pretrained is not False else MobileNetV2()).features
     else:
         backbone = SmallCNN() if config.name == "small_cnn" else ResNet10()
-        if weights is not None:
-            load_state_dict_file(backbone, weights)
+        if path is not None:
+            load_state_dict_file(backbone, path)
     if config.pretrained is not False:
-        log.info("encoder %s: pretrained backbone weights loaded (%s)", config.name, weights or MOBILENET_V2_FILE)
+        log.info("encoder %s: pretrained backbone weights loaded from %s", config.name, path or MOBILENET_V2_PACKAGE)
     return ImageEncoder(backbone, config)
 
 

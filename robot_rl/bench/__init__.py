@@ -6,16 +6,20 @@ from typing import Annotated, Union
 
 import tyro
 
-from robot_rl.bench import bridge, controller, expert
+from robot_rl.bench import bridge, controller, expert, learner, learning
 
 BENCHES = {
     bridge.BridgeBench: bridge.run,
     controller.ControllerBench: controller.run,
     expert.ExpertBench: expert.run,
+    learner.LearnerBench: learner.run,
+    learning.LearningBench: learning.run,
 }
 
 BenchConfig = Union[
     Annotated[bridge.BridgeBench, tyro.conf.subcommand("bridge")],
     Annotated[controller.ControllerBench, tyro.conf.subcommand("controller")],
     Annotated[expert.ExpertBench, tyro.conf.subcommand("expert")],
+    Annotated[learner.LearnerBench, tyro.conf.subcommand("learner")],
+    Annotated[learning.LearningBench, tyro.conf.subcommand("learning")],
 ]

@@ -84,6 +84,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "Run the learner alone; actors connect to its --learner address."),
     "actor": ("robot_rl.learning.train:ActorCommand", "robot_rl.learning.train:run_actor",
               "Run an actor for a learner elsewhere."),
+    "eval": ("robot_rl.learning.evaluate:EvalConfig", "robot_rl.learning.evaluate:run",
+             "Evaluate a checkpoint: deterministic episodes, success rate and cycle time."),
     "plot": ("robot_rl.learning.plot:PlotConfig", "robot_rl.learning.plot:run",
              "Plot success rate vs env steps (IQM and bootstrap band across seeds) as PNG."),
     "bench": ("robot_rl.bench:BenchConfig", "robot_rl.cli.main:run_bench",
@@ -93,7 +95,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tasks": ("robot_rl.cli.main:TasksConfig", "robot_rl.cli.main:run_tasks",
               "List the task specs in tasks/ (or print one with --name)."),
 }
-PRINTS_RESULT = {"record", "train", "learner", "plot"}
+PRINTS_RESULT = {"record", "train", "learner", "plot", "eval"}
 """Runners that return a summary dict, printed as one JSON line."""
 
 

@@ -72,6 +72,7 @@ class Actor:
         self.weights_version = -1
         self.outbox: collections.OrderedDict[int, list] = collections.OrderedDict()
         self.received_seq = self.persisted_seq = -1
+        self.learner_update = 0
         self.last_ack = time.monotonic()
         self.learner_lost = False
         ctx = zmq.Context.instance()
@@ -116,6 +117,7 @@ class Actor:
                 self.learner_lost = False
             restarted = msg.received_seq < self.received_seq  # a restarted learner lost what it had not persisted
             self.received_seq, self.persisted_seq = msg.received_seq, msg.persisted_seq
+            self.learner_update = msg.update
             while self.outbox and next(iter(self.outbox)) <= self.persisted_seq:
                 self.outbox.popitem(last=False)
             if restarted or came_back:
@@ -134,8 +136,11 @@ class Actor:
             pass  # kept in the outbox; resent after the next acknowledgement
 
     def _heartbeat(self) -> None:
+        self._beat(force=False)
+
+    def _beat(self, *, force: bool) -> None:
         now = time.monotonic()
-        if now - self._last_beat < HEARTBEAT_S:
+        if not force and now - self._last_beat < HEARTBEAT_S:
             return
         self._last_beat = now
         self._send(wire.encode(wire.Heartbeat(self.opts.actor, self.next_seq, self.env_steps, self.weights_version)))
@@ -143,6 +148,19 @@ class Actor:
             self.learner_lost = True
             log.warning("learner silent for %.0f s: acting on with weights v%d, keeping %d steps to resend",
                         now - self.last_ack, self.weights_version, len(self.outbox))
+
+    def _throttle(self) -> None:
+        """Wait while the learner is more than `max_lead_steps` behind its update budget."""
+        lead = self.cfg.max_lead_steps
+        if lead is None:
+            return
+        while True:
+            budget_steps = self.learner_update / self.cfg.utd + self.cfg.learning_starts
+            if self.env_steps - budget_steps <= lead or self.learner_lost:
+                return
+            self._beat(force=True)
+            self._poll_acks(timeout_ms=50)
+            self._poll_weights()
 
     def _poll_weights(self) -> None:
         newest = None
@@ -166,7 +184,7 @@ class Actor:
             log.warning("outbox full: dropped step %d the learner never persisted", dropped)
         self._send(frames)
         if self._sent_log is not None:
-            digest = hashlib.sha1(b"".join(bytes(f) for f in frames[1:])).hexdigest()
+            digest = hashlib.sha1(b"".join(bytes(f) for f in frames)).hexdigest()
             self._sent_log.write(json.dumps({"seq": step.seq, "digest": digest}) + "\n")
             self._sent_log.flush()
 
@@ -195,6 +213,7 @@ class Actor:
             self._poll_weights()
             self._poll_acks()
             self._heartbeat()
+            self._throttle()
             action = policy_action(self.agent, obs_batch(self.layout, obs), deterministic=False, generator=self.gen)
             action, intervening = self.intervener.decide(obs, info, action)
             next_obs, reward, terminated, truncated, next_info = self.env.step(self.scaler.to_env(action))

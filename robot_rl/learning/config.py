@@ -43,6 +43,9 @@ class TrainConfig:
     """Agent updates per env step (each runs `agent.critic_updates_per_actor_update` critic steps)."""
     weights_every: int = 50
     """Push trainable weights to the actor every this many updates."""
+    max_lead_steps: int | None = 250
+    """Simulation: the actor waits when it is this many env steps ahead of the learner's
+    update budget, so env steps stay a fair x axis. None: never wait (physical robots)."""
     eval_every: int = 5_000
     eval_episodes: int = 50
     checkpoint_every: int = 2_000

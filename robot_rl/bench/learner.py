@@ -1,0 +1,71 @@
+"""`robot-rl bench learner`: milliseconds per SAC update on this CPU (state observations).
+
+The configuration the issue names: batch 256, 10 critics (target: min over a random 2),
+256×256 MLPs with LayerNorm, one critic update and one actor update per update. HIL-SERL's
+2-critic set is measured beside it in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LearnerBench:
+    """SAC update time (median of repeats) for the 10-critic RLPD set and the 2-critic set."""
+
+    state_dim: int = 32
+    action_dim: int = 7
+    batch_size: int = 256
+    updates: int = 50
+    repeats: int = 5
+    threads: int = 2
+    json: bool = False
+
+
+def _time_updates(n_critics: int, subsample: int | None, cfg: LearnerBench) -> list[float]:
+    import torch
+    from torch import nn
+
+    from robot_rl.agents.sac import SACAgent, SACConfig, make_optimizers, update
+
+    class StateEncoder(nn.Module):
+        def forward(self, obs):
+            return obs["state"]
+
+    sac = SACConfig(n_critics=n_critics, critic_subsample=subsample, critic_updates_per_actor_update=1,
+                    batch_size=cfg.batch_size)
+    torch.manual_seed(0)
+    agent = SACAgent(StateEncoder(), cfg.state_dim, cfg.action_dim, sac)
+    opts = make_optimizers(agent, sac)
+    b = cfg.batch_size
+    batch = {"obs": {"state": torch.randn(b, cfg.state_dim)}, "next_obs": {"state": torch.randn(b, cfg.state_dim)},
+             "action": torch.rand(b, cfg.action_dim) * 2 - 1, "reward": torch.rand(b), "mask": torch.ones(b)}
+    for _ in range(10):
+        update(agent, opts, batch, sac)
+    times = []
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        for _ in range(cfg.updates):
+            update(agent, opts, batch, sac)
+        times.append((time.perf_counter() - t0) / cfg.updates * 1e3)
+    return times
+
+
+def run(cfg: LearnerBench) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    rlpd = _time_updates(10, 2, cfg)
+    hil = _time_updates(2, None, cfg)
+    return {"bench": "learner", "ms_per_update": round(float(np.median(rlpd)), 2),
+            "ms_per_update_range": [round(min(rlpd), 2), round(max(rlpd), 2)],
+            "ms_per_update_2_critics": round(float(np.median(hil)), 2),
+            "lerobot_sac_reference_ms": 150,
+            "speedup_vs_lerobot_reference": round(150 / float(np.median(rlpd)), 1),
+            "setup": {"batch": cfg.batch_size, "critics": "10, target min over random 2", "mlp": "256x256 LayerNorm",
+                      "critic_updates_per_actor_update": 1, "torch_threads": cfg.threads, "cpus": os.cpu_count(),
+                      "lerobot_reference": "../shared/REFERENCES.md: LeRobot SAC, batch 256, 2 CPU cores, 140-160 ms"}}

@@ -1,0 +1,123 @@
+"""`robot-rl bench learning`: full training runs (actor + learner processes on the embedded twin)
+over several seeds; deterministic success rate at each evaluation, wall-clock time, and the env
+steps each seed needed to reach a success rate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class LearningBench:
+    """Train `seeds` runs and report their evaluations (a slow benchmark: minutes per seed)."""
+
+    task: str = "pick_cube"
+    obs: Literal["state", "pixels"] = "state"
+    demos: int = 20
+    """Scripted demos recorded (once, cached under runs/demos/) for the demo buffer."""
+    seeds: int = 3
+    steps: int = 20_000
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    intervention: Literal["none", "scripted"] = "none"
+    compare_interventions: bool = False
+    """Also run every seed with the scripted intervener and report env steps to `target` for both."""
+    target: float = 0.9
+    encoder: Literal["small_cnn", "resnet10", "mobilenet_v2"] = "resnet10"
+    """Pixel runs: frozen backbone (pretrained for mobilenet_v2)."""
+    classifier: str | None = None
+    """Reward from this success classifier checkpoint instead of ground truth."""
+    runs_dir: str = "runs/bench"
+    json: bool = False
+
+
+def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
+    """A folder with `n` scripted demos of `task` (recorded on first use)."""
+    from robot_rl.data.episodes import episode_paths
+    from robot_rl.teleop.record import RecordConfig, run as record
+
+    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}"
+    have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
+    if have < n:
+        record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
+                            seed=10_000 + have))
+    return out
+
+
+def _steps_to(evals: list[dict], target: float) -> int | None:
+    for line in sorted(evals, key=lambda e: e["env_step"]):
+        if line["success_rate"] >= target:
+            return int(line["env_step"])
+    return None
+
+
+def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dict:
+    from robot_rl.agents.encoders import EncoderConfig
+    from robot_rl.learning.runs import read_metrics
+    from robot_rl.learning.train import TrainCommand, run_train
+
+    name = f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
+    run_dir = Path(cfg.runs_dir) / name
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    encoder = EncoderConfig(name=cfg.encoder, image_hw=(128, 128), frozen=True,
+                            pretrained=cfg.encoder == "mobilenet_v2")
+    cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
+                       eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
+                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier,
+                       learner=f"tcp://127.0.0.1:{_free_port_pair()}")
+    t0 = time.monotonic()
+    run_train(cmd)
+    wall_min = (time.monotonic() - t0) / 60
+    evals = read_metrics(run_dir, kind="eval")
+    episodes = read_metrics(run_dir, kind="episode")
+    return {"seed": seed, "intervention": intervention, "wall_min": round(wall_min, 1),
+            "evals": {int(e["env_step"]): e["success_rate"] for e in evals},
+            "steps_to_target": _steps_to(evals, cfg.target),
+            "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
+
+
+def _free_port_pair() -> int:
+    import socket
+
+    while True:
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
+def run(cfg: LearningBench) -> dict:
+    import numpy as np
+
+    from robot_rl.learning.plot import plot_success
+
+    demos = ensure_demos(cfg.task, cfg.demos, images=cfg.obs == "pixels")
+    variants = ["none", "scripted"] if cfg.compare_interventions else [cfg.intervention]
+    results = [_train(cfg, seed, demos, v) for v in variants for seed in range(cfg.seeds)]
+    out: dict = {"bench": "learning", "task": cfg.task, "obs": cfg.obs, "demos": cfg.demos, "seeds": cfg.seeds,
+                 "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target}
+    for v in variants:
+        rs = [r for r in results if r["intervention"] == v]
+        steps = sorted({s for r in rs for s in r["evals"]})
+        key = "" if len(variants) == 1 else f"{v}_"
+        out[f"{key}success_by_step"] = {str(s): [r["evals"].get(s) for r in rs] for s in steps}
+        out[f"{key}min_success_by_step"] = {str(s): min(r["evals"].get(s, 0.0) for r in rs) for s in steps}
+        out[f"{key}steps_to_target"] = [r["steps_to_target"] for r in rs]
+        out[f"{key}wall_min"] = [r["wall_min"] for r in rs]
+        out[f"{key}intervention_steps"] = [r["intervention_steps"] for r in rs]
+    png = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_success.png"
+    plot_success([Path(r["run_dir"]) for r in results], png,
+                 labels=tuple(f"{cfg.obs}, interventions: {r['intervention']}" for r in results))
+    out["plot"] = str(png)
+    out["mean_wall_min_per_seed"] = round(float(np.mean([r["wall_min"] for r in results])), 1)
+    return out

@@ -1,0 +1,89 @@
+"""`robot-rl eval --checkpoint …`: deterministic episodes of a trained agent: success rate and
+cycle time (mean duration of the successful episodes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_rl.config import from_dict
+from robot_rl.errors import ConfigError
+from robot_rl.learning.config import ActionScaler, TrainConfig, action_dim_of, layout_of, make_agent, make_env
+from robot_rl.learning.policy import obs_batch, policy_action, success_of
+from robot_rl.learning.runs import latest_checkpoint_path
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a checkpoint (a .pt file or a run folder, whose latest checkpoint is used)."""
+
+    checkpoint: str
+    episodes: int = 50
+    seed: int = 1000
+    server: str | None = None
+    """Evaluate on a robot PC instead of the embedded twin."""
+    keys_dir: str | None = None
+    stochastic: bool = False
+    """Sample actions instead of the deterministic (mean) policy."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes must be ≥ 1, got {self.episodes}")
+
+
+def load_agent(path: Path):
+    """(agent, TrainConfig) from a checkpoint file or the newest checkpoint of a run folder."""
+    if path.is_dir():
+        found = latest_checkpoint_path(path)
+        if found is None:
+            raise ConfigError(f"{path} holds no checkpoint (checkpoints/latest): train first")
+        path = found
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = from_dict(TrainConfig, state["config"], where="checkpoint config")
+    return state, cfg
+
+
+def run(cfg: EvalConfig) -> dict:
+    state, train_cfg = load_agent(Path(cfg.checkpoint))
+    kwargs = train_cfg.kwargs()
+    if cfg.server is not None:
+        kwargs.update(server=cfg.server, keys_dir=cfg.keys_dir)
+    train_cfg = replace(train_cfg, env_kwargs=json.dumps(kwargs), eval_episodes=cfg.episodes)
+    env = make_env(train_cfg)
+    try:
+        layout = layout_of(train_cfg, env)
+        agent = make_agent(train_cfg, layout, action_dim_of(env))
+        agent.load_state_dict(state["agent"])
+        agent.eval()
+        scaler = ActionScaler.of(env)
+        step_s = getattr(getattr(env.unwrapped, "task", None), "step_s", None)
+        rng = np.random.default_rng(cfg.seed)
+        successes, lengths, durations = [], [], []
+        t0 = time.perf_counter()
+        for _ in range(cfg.episodes):
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+            steps, start = 0, time.perf_counter()
+            while True:
+                action = policy_action(agent, obs_batch(layout, obs), deterministic=not cfg.stochastic)
+                obs, reward, terminated, truncated, info = env.step(scaler.to_env(action))
+                steps += 1
+                if terminated or truncated:
+                    break
+            ok = success_of(info, terminated, reward)
+            successes.append(ok)
+            lengths.append(steps)
+            if ok:  # simulated time on a stepped twin, wall time otherwise
+                durations.append(steps * step_s if step_s and info.get("clock") == "sim" else time.perf_counter() - start)
+    finally:
+        env.close()
+    return {"checkpoint": str(cfg.checkpoint), "update": int(state["update"]), "episodes": cfg.episodes,
+            "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths)),
+            "cycle_time_s": float(np.mean(durations)) if durations else None,
+            "wall_s": round(time.perf_counter() - t0, 1)}
