@@ -32,6 +32,8 @@ from robot_rl.teleop.intervention import make_intervener
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
+RESEND_AFTER_S = 1.5
+"""Resend from the learner's position when it has not advanced for this long."""
 LEARNER_TIMEOUT_S = 5.0
 MAX_OUTBOX = 200_000
 """Steps kept for resending while the learner is unreachable (oldest dropped beyond, with a warning)."""
@@ -73,6 +75,9 @@ class Actor:
         self.outbox: collections.OrderedDict[int, list] = collections.OrderedDict()
         self.received_seq = self.persisted_seq = -1
         self.learner_update = 0
+        self._last_progress = self._last_resend = 0.0
+        self._pending: wire.Step | None = None
+        """The newest step, held back one step so RLIF can relabel it (sent with the next one)."""
         self.last_ack = time.monotonic()
         self.learner_lost = False
         ctx = zmq.Context.instance()
@@ -90,7 +95,7 @@ class Actor:
     # ---- learner link ------------------------------------------------------------------------
 
     def _hello(self) -> None:
-        hello = wire.ActorHello(self.cfg.run_name, self.opts.actor, self.next_seq, self.layout.state_dim,
+        hello = wire.ActorHello(self.cfg.run_name, self.opts.actor, self.next_seq, self._oldest(), self.layout.state_dim,
                                 self.agent.action_dim, self.layout.camera_names if self.cfg.obs == "pixels" else ())
         deadline = time.monotonic() + self.opts.connect_timeout_s
         self.sock.send_multipart(wire.encode(hello))
@@ -113,16 +118,28 @@ class Actor:
             self.last_ack = time.monotonic()
             came_back = self.learner_lost
             if came_back:
-                log.info("learner is back (received up to seq %d); resending what it lacks", msg.received_seq)
+                log.info("learner is back (received up to seq %d)", msg.received_seq)
                 self.learner_lost = False
-            restarted = msg.received_seq < self.received_seq  # a restarted learner lost what it had not persisted
+            now = time.monotonic()
+            if msg.received_seq > self.received_seq:
+                self._last_progress = now
             self.received_seq, self.persisted_seq = msg.received_seq, msg.persisted_seq
             self.learner_update = msg.update
             while self.outbox and next(iter(self.outbox)) <= self.persisted_seq:
                 self.outbox.popitem(last=False)
-            if restarted or came_back:
-                self._resend(after=msg.received_seq)
+            # The learner takes steps strictly in order: if it is stuck behind what was sent (it
+            # restarted, or dropped steps that arrived after a gap), send again from its position.
+            behind = self.received_seq < self.next_seq - 1
+            if behind and (came_back or now - self._last_progress > RESEND_AFTER_S) and now - self._last_resend > RESEND_AFTER_S:
+                self._last_resend = now
+                self._resend(after=self.received_seq)
         return got
+
+    def _oldest(self) -> int:
+        """Oldest step the actor can still send: the outbox's first, or the step held back for RLIF."""
+        if self.outbox:
+            return next(iter(self.outbox))
+        return self._pending.seq if self._pending is not None else self.next_seq
 
     def _resend(self, *, after: int) -> None:
         for seq, frames in self.outbox.items():
@@ -143,7 +160,8 @@ class Actor:
         if not force and now - self._last_beat < HEARTBEAT_S:
             return
         self._last_beat = now
-        self._send(wire.encode(wire.Heartbeat(self.opts.actor, self.next_seq, self.env_steps, self.weights_version)))
+        self._send(wire.encode(wire.Heartbeat(self.opts.actor, self.next_seq, self._oldest(), self.env_steps,
+                                              self.weights_version)))
         if not self.learner_lost and now - self.last_ack > LEARNER_TIMEOUT_S:
             self.learner_lost = True
             log.warning("learner silent for %.0f s: acting on with weights v%d, keeping %d steps to resend",
@@ -206,7 +224,7 @@ class Actor:
         obs, info = self.env.reset(seed=int(self.rng.integers(2**31)))
         self.intervener.reset()
         first = True
-        ret, length, interventions, pending = 0.0, 0, 0, None
+        ret, length, interventions = 0.0, 0, 0
         prev_intervening = False
         t0 = time.monotonic()
         while True:
@@ -222,8 +240,8 @@ class Actor:
             interventions += intervening
             if cfg.rlif:
                 reward = 0.0
-                if intervening and not prev_intervening and pending is not None:
-                    pending = _with(pending, reward=-1.0)  # the step that led the human to take over
+                if intervening and not prev_intervening and self._pending is not None:
+                    self._pending = _with(self._pending, reward=-1.0)  # the step that led the human to take over
             prev_intervening = intervening
             ret += float(reward)
             done = terminated or truncated or self.env_steps >= cfg.env_steps
@@ -243,13 +261,14 @@ class Actor:
             self.next_seq += 1
             first = False
             # One step of delay lets RLIF relabel the step before an intervention.
-            if pending is not None:
-                self._emit(pending)
-            pending = step
+            if self._pending is not None:
+                self._emit(self._pending)
+            self._pending = step
             obs, info = next_obs, next_info
             if done:
                 break
-        self._emit(pending)
+        self._emit(self._pending)
+        self._pending = None
         self.episodes += 1
 
     def _evaluate(self) -> None:

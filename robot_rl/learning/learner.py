@@ -126,11 +126,8 @@ class Learner:
         self._last_actor_msg = time.monotonic()
         self._actor_silent_logged = False
         if isinstance(msg, wire.Step):
-            if msg.seq <= self.received_seq:
-                return  # a resend of something already received
             if msg.seq != self.received_seq + 1:
-                log.warning("steps %d..%d never arrived (the actor lost them); continuing", self.received_seq + 1,
-                            msg.seq - 1)
+                return  # a resend of something received, or a step after a gap: the actor resends in order
             self.received_seq = msg.seq
             self.env_steps += 1
             self.step_log.append(msg.seq, payload)
@@ -138,8 +135,12 @@ class Learner:
             if msg.episode_stats:
                 self.metrics.write("episode", self.env_steps, msg.episode_stats, update=self.update_count)
         elif isinstance(msg, wire.ActorHello):
-            self._ack(identity, self._check_hello(msg))
+            error = self._check_hello(msg)
+            if not error:
+                self._skip_lost(msg.oldest_seq)
+            self._ack(identity, error)
         elif isinstance(msg, wire.Heartbeat):
+            self._skip_lost(msg.oldest_seq)
             self._ack(identity)
         elif isinstance(msg, wire.EvalReport):
             self.metrics.write_eval(msg.env_step, success_rate=msg.success_rate, episodes=msg.episodes,
@@ -150,6 +151,13 @@ class Learner:
             log.info("eval at %d env steps: success %.2f", msg.env_step, msg.success_rate)
             if msg.env_step >= self.cfg.env_steps:
                 self.final_eval_seen = True
+
+    def _skip_lost(self, oldest_seq: int) -> None:
+        """Steps before the actor's oldest kept step will never come (an actor crashed holding them)."""
+        if oldest_seq > self.received_seq + 1:
+            log.warning("steps %d..%d were lost by the actor before reaching the learner; continuing",
+                        self.received_seq + 1, oldest_seq - 1)
+            self.received_seq = oldest_seq - 1
 
     def _check_hello(self, msg: wire.ActorHello) -> str:
         if msg.run != self.cfg.run_name:

@@ -40,6 +40,8 @@ class ActorHello:
     actor: str
     next_seq: int
     """The sequence number the actor will send next (0 for a fresh actor)."""
+    oldest_seq: int
+    """The oldest step the actor can still (re)send; older unreceived steps are lost for good."""
     state_dim: int
     action_dim: int
     cameras: tuple[str, ...] = ()
@@ -51,7 +53,8 @@ class LearnerAck:
     KIND: ClassVar[str]
     run: str
     received_seq: int
-    """Highest step sequence number received (−1: none)."""
+    """Highest step sequence number received with nothing missing before it (−1: none); the
+    learner drops steps that arrive after a gap, and the actor resends from here."""
     persisted_seq: int
     """Highest step sequence number written to disk (−1: none); the actor may forget these."""
     weights_version: int
@@ -88,6 +91,7 @@ class Heartbeat:
     KIND: ClassVar[str]
     actor: str
     next_seq: int
+    oldest_seq: int
     env_steps: int
     weights_version: int
 

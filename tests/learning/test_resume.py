@@ -54,7 +54,6 @@ def test_learner_killed_and_resumed_loses_nothing(tmp_path):
         os.killpg(learner.pid, signal.SIGKILL)
         learner.wait()
         killed_at = max(json.loads(line)["seq"] for line in sent_log.read_text().splitlines())
-        saved = json.loads(json.dumps(read_metrics(run, kind="train")))  # train lines before the kill
         time.sleep(3.0)  # the actor keeps acting alone and keeps what the learner has not persisted
         learner = spawn("learner", tmp_path, learner_addr, "--resume")
         assert actor.wait(timeout=600) == 0, (tmp_path / "actor_0.log").read_text()[-3000:]
@@ -92,4 +91,3 @@ def test_learner_killed_and_resumed_loses_nothing(tmp_path):
     assert resumed_update >= 100 and resumed_update % 100 == 0
     after = [m["update"] for m in read_metrics(run, kind="train") if m["update"] > resumed_update]
     assert after and min(after) > resumed_update
-    assert saved  # the first learner had logged training before it died
