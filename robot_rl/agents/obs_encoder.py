@@ -32,6 +32,11 @@ class ObsEncoder(nn.Module):
         self.augment_pad = augment_pad
         self.encoders = nn.ModuleDict({cam: build_encoder(encoder) for cam in self.cameras})
         self.feature_dim = state_dim + sum(e.out_dim for e in self.encoders.values())
+        # State standardization (set once from data before training): positions that matter vary by
+        # centimetres next to forces of tens of newtons; unscaled, the critic barely sees the former.
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_inv_std", torch.ones(state_dim))
+        self.state_clip = 10.0
 
     @property
     def frozen(self) -> bool:
@@ -40,8 +45,17 @@ class ObsEncoder(nn.Module):
     def image_encoder(self, camera: str) -> ImageEncoder:
         return self.encoders[camera]
 
+    @torch.no_grad()
+    def set_state_normalization(self, states: torch.Tensor, *, min_std: float = 1e-3, clip: float = 10.0) -> None:
+        """Standardize state features with the mean and std of `states` (N, D); features that
+        barely vary (std < min_std, e.g. an unused dimension) are only centred."""
+        self.state_mean.copy_(states.mean(0))
+        self.state_inv_std.copy_(1.0 / states.std(0).clamp_min(min_std))
+        self.state_clip = clip
+
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [obs["state"]]
+        state = ((obs["state"] - self.state_mean) * self.state_inv_std).clamp(-self.state_clip, self.state_clip)
+        parts = [state]
         for cam, enc in self.encoders.items():
             emb = obs.get(f"embeddings/{cam}")
             if emb is not None:

@@ -69,8 +69,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
                             pretrained=cfg.encoder == "mobilenet_v2")
     cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
-                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier,
-                       learner=f"tcp://127.0.0.1:{_free_port_pair()}")
+                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier)
     t0 = time.monotonic()
     run_train(cmd)
     wall_min = (time.monotonic() - t0) / 60
@@ -80,20 +79,6 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
             "evals": {int(e["env_step"]): e["success_rate"] for e in evals},
             "steps_to_target": _steps_to(evals, cfg.target),
             "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
-
-
-def _free_port_pair() -> int:
-    import socket
-
-    while True:
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
 
 
 def run(cfg: LearningBench) -> dict:

@@ -94,9 +94,12 @@ class Actor:
 
     # ---- learner link ------------------------------------------------------------------------
 
+    def _hello_msg(self) -> wire.ActorHello:
+        return wire.ActorHello(self.cfg.run_name, self.opts.actor, self.next_seq, self._oldest(), self.layout.state_dim,
+                               self.agent.action_dim, self.layout.camera_names if self.cfg.obs == "pixels" else ())
+
     def _hello(self) -> None:
-        hello = wire.ActorHello(self.cfg.run_name, self.opts.actor, self.next_seq, self._oldest(), self.layout.state_dim,
-                                self.agent.action_dim, self.layout.camera_names if self.cfg.obs == "pixels" else ())
+        hello = self._hello_msg()
         deadline = time.monotonic() + self.opts.connect_timeout_s
         self.sock.send_multipart(wire.encode(hello))
         while not self._poll_acks(timeout_ms=500):
@@ -114,6 +117,9 @@ class Actor:
                 continue
             if msg.error:
                 raise ConfigError(f"the learner refused this actor: {msg.error}")
+            if msg.hello_required:  # the learner restarted: introduce ourselves again
+                self._send(wire.encode(self._hello_msg()))
+                continue
             got = True
             self.last_ack = time.monotonic()
             came_back = self.learner_lost

@@ -63,7 +63,8 @@ class TrainConfig:
     """Run name (default: <task or env>_<obs>_s<seed>)."""
     runs_dir: str = "runs"
     learner: str = "tcp://127.0.0.1:5650"
-    """Learner's step socket; weights are published on the next port."""
+    """Learner's step socket; weights are published on the next port. `robot-rl train` picks free
+    loopback ports when this is left at its default."""
     torch_threads: int = 1
     device: str = "cpu"
 

@@ -64,6 +64,7 @@ class Learner:
         self.received_seq = -1
         self.env_steps = 0
         self.final_eval_seen = False
+        self._normalized = False
         self._train_metrics: dict = {}
         if cfg.demos:
             self._load_demos(Path(cfg.demos))
@@ -78,6 +79,7 @@ class Learner:
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, 2)
         self.pub.bind(cfg.weights_address)
+        self._actors: set[bytes] = set()
         self._last_actor_msg = time.monotonic()
         self._last_persist = time.monotonic()
         self._actor_silent_logged = False
@@ -111,6 +113,7 @@ class Learner:
             for name, opt in self.opts.items():
                 opt.load_state_dict(ckpt["optimizers"][name])
             self.update_count = int(ckpt["update"])
+            self._normalized = True  # the standardization came back with the agent's buffers
             self.weights_version = int(ckpt["weights_version"])
             self.sampler.rng.bit_generator.state = ckpt["sampler_rng"]
         log.info("resumed %s: %d persisted steps (up to seq %d), update %d, weights v%d", self.cfg.run_name, n,
@@ -125,6 +128,11 @@ class Learner:
             return
         self._last_actor_msg = time.monotonic()
         self._actor_silent_logged = False
+        if not isinstance(msg, wire.ActorHello) and identity not in self._actors:
+            # Only actors that introduced themselves (right run, right shapes) may add data.
+            if isinstance(msg, wire.Heartbeat):
+                self._ack(identity, hello_required=True)
+            return
         if isinstance(msg, wire.Step):
             if msg.seq != self.received_seq + 1:
                 return  # a resend of something received, or a step after a gap: the actor resends in order
@@ -137,6 +145,7 @@ class Learner:
         elif isinstance(msg, wire.ActorHello):
             error = self._check_hello(msg)
             if not error:
+                self._actors.add(identity)
                 self._skip_lost(msg.oldest_seq)
             self._ack(identity, error)
         elif isinstance(msg, wire.Heartbeat):
@@ -167,9 +176,9 @@ class Learner:
                     f"expects {self.layout.state_dim} and {self.action_dim}: the configs differ")
         return ""
 
-    def _ack(self, identity: bytes, error: str = "") -> None:
+    def _ack(self, identity: bytes, error: str = "", *, hello_required: bool = False) -> None:
         ack = wire.LearnerAck(self.cfg.run_name, self.received_seq, self.step_log.persisted_seq,
-                              self.weights_version, self.update_count, error)
+                              self.weights_version, self.update_count, error, hello_required)
         self.sock.send_multipart([identity, *wire.encode(ack)])
 
     def _drain(self, timeout_ms: int = 0) -> int:
@@ -189,6 +198,8 @@ class Learner:
 
     def _train_step(self) -> None:
         self.ingest.flush()
+        if self.update_count == 0 and not self._normalized:
+            self._normalize()
         k = self.cfg.agent.critic_updates_per_actor_update
         batch = _to_torch(self.sampler.sample(self.cfg.agent.batch_size * k))
         self.agent.train()
@@ -200,6 +211,15 @@ class Learner:
             self.metrics.write("train", self.env_steps, self._train_metrics, update=self.update_count)
         if self.update_count % self.cfg.checkpoint_every == 0:
             self._checkpoint()
+
+    def _normalize(self) -> None:
+        """Fix the state standardization from everything collected so far (demos + first steps)."""
+        parts = [b.transitions()["obs"]["state"] for b in (self.ingest.demo, self.ingest.online) if len(b)]
+        states = torch.from_numpy(np.concatenate(parts))
+        self.agent.encoder.set_state_normalization(states)
+        self.agent.target_encoder.load_state_dict(self.agent.encoder.state_dict())
+        self._normalized = True
+        log.info("state standardization fixed from %d observations", len(states))
 
     def _publish(self) -> None:
         self.weights_version += 1

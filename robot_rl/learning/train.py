@@ -92,12 +92,35 @@ def spawn_actor(cfg: TrainConfig, *, resume: bool, sent_log: str | None = None,
     return subprocess.Popen(args, env={**os.environ, **(extra_env or {})}, start_new_session=True)
 
 
+DEFAULT_LEARNER = TrainConfig.__dataclass_fields__["learner"].default
+
+
+def free_port_pair() -> int:
+    """A loopback port p with p + 1 also free (step socket and weights socket)."""
+    import socket
+
+    while True:
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
 def run_train(cmd: TrainCommand) -> dict:
     """Learner in this process, actor as a child; both stop together."""
+    from dataclasses import replace
+
     from robot_rl.learning.learner import Learner
 
-    learner = Learner(cmd.config, resume=cmd.resume)  # binds its sockets before the actor connects
-    actor = spawn_actor(cmd.config, resume=cmd.resume)
+    cfg = cmd.config
+    if cfg.learner == DEFAULT_LEARNER:  # local run: private ports, so concurrent runs never meet
+        cfg = replace(cfg, learner=f"tcp://127.0.0.1:{free_port_pair()}")
+    learner = Learner(cfg, resume=cmd.resume)  # binds its sockets before the actor connects
+    actor = spawn_actor(cfg, resume=cmd.resume)
     try:
         result = learner.run(actor_alive=lambda: actor.poll() is None)
         actor.wait(timeout=120)

@@ -61,6 +61,8 @@ class LearnerAck:
     update: int
     error: str = ""
     """Non-empty when the learner refuses this actor (wrong run or shapes); the actor stops."""
+    hello_required: bool = False
+    """The learner does not know this actor (it restarted, or the actor never said hello)."""
 
 
 @_message("step")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_rl.bench.learning import _free_port_pair
+from robot_rl.learning.train import free_port_pair
 from robot_rl.learning import wire
 from robot_rl.learning.replay import EpisodeAssembler
 from robot_rl.learning.runs import read_metrics
@@ -41,7 +41,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 
 
 def test_learner_killed_and_resumed_loses_nothing(tmp_path):
-    learner_addr = f"tcp://127.0.0.1:{_free_port_pair()}"
+    learner_addr = f"tcp://127.0.0.1:{free_port_pair()}"
     run = tmp_path / "resume_test"
     sent_log = tmp_path / "sent.jsonl"
     learner = spawn("learner", tmp_path, learner_addr)
