@@ -104,7 +104,11 @@ class TanhGaussianHead(nn.Module):
 
     def sample(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterized action (batch, action_dim) in (−1, 1) and its log-probability (batch,)."""
-        mean, log_std = self(features)
+        return self.sample_from(*self(features))
+
+    @staticmethod
+    def sample_from(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample` given the head's (mean, log_std) output."""
         std = log_std.exp()
         pre = mean + std * torch.randn_like(mean)
         action = torch.tanh(pre)

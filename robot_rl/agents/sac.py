@@ -50,6 +50,11 @@ class SACConfig:
     """Last action dimension is the gripper, learned by a separate discrete (DQN) critic."""
     gripper_epsilon: float = 0.1
     """Exploration rate of the discrete gripper during data collection."""
+    bc_weight: float = 0.0
+    """Weight of a behaviour-cloning term on the batch's demo rows in the actor loss:
+    mean squared error of tanh(mean) to the demo action, added to −Q (Q of a sparse 0/1 task is
+    O(1)). 0 is SERL/HIL-SERL. A small weight anchors the policy near the demonstrations while
+    the critic is still flat in the action, which it is for thousands of updates on sparse rewards."""
 
     def __post_init__(self) -> None:
         if self.n_critics < 1:
@@ -62,6 +67,8 @@ class SACConfig:
             raise ValueError(f"discount must be in (0, 1), got {self.discount}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.bc_weight < 0:
+            raise ValueError(f"bc_weight must be ≥ 0, got {self.bc_weight}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be ≥ 2, got {self.batch_size}")
 
@@ -151,12 +158,23 @@ def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Ten
                   "target_mean": target.mean().item()}
 
 
-def actor_loss(agent: SACAgent, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Maximize the ensemble-mean Q plus entropy; also returns the log-probs for the temperature."""
-    action, log_prob = agent.actor.sample(features)
+def actor_loss(agent: SACAgent, features: torch.Tensor, batch: dict | None = None,
+               bc_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Maximize the ensemble-mean Q plus entropy (plus `bc_weight` × the squared error to the demo
+    actions of `batch`'s demo rows); also returns the log-probs for the temperature."""
+    mean, log_std = agent.actor(features)
+    action, log_prob = agent.actor.sample_from(mean, log_std)
     q = agent.critic(torch.cat([features, action], -1)).squeeze(-1).mean(0)
     loss = (agent.alpha.detach() * log_prob - q).mean()
-    return loss, log_prob.detach(), {"actor_loss": loss.item(), "entropy": -log_prob.mean().item()}
+    metrics = {"entropy": -log_prob.mean().item()}
+    if bc_weight > 0 and batch is not None and "from_demo" in batch:
+        demo = batch["from_demo"]
+        err = ((torch.tanh(mean) - batch["action"][:, : agent.cont_dim]) ** 2).sum(-1)
+        bc = (err * demo).sum() / demo.sum().clamp_min(1.0)
+        loss = loss + bc_weight * bc
+        metrics["actor_bc_mse"] = bc.item()
+    metrics["actor_loss"] = loss.item()
+    return loss, log_prob.detach(), metrics
 
 
 def temperature_loss(agent: SACAgent, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -209,7 +227,7 @@ def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict,
         features = agent.encoder(mb["obs"])
     agent.critic.requires_grad_(False)  # the actor's backward needs no critic weight gradients
     try:
-        loss, log_prob, m = actor_loss(agent, features)
+        loss, log_prob, m = actor_loss(agent, features, mb, cfg.bc_weight)
         opts["actor"].zero_grad(set_to_none=True)
         loss.backward()
     finally:

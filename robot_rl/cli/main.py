@@ -86,6 +86,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "Run an actor for a learner elsewhere."),
     "eval": ("robot_rl.learning.evaluate:EvalConfig", "robot_rl.learning.evaluate:run",
              "Evaluate a checkpoint: deterministic episodes, success rate and cycle time."),
+    "collect-frames": ("robot_rl.rewards.classifier:CollectConfig", "robot_rl.rewards.classifier:run_collect",
+                       "Record twin episodes labeled by ground truth for a success classifier."),
+    "train-classifier": ("robot_rl.rewards.classifier:ClassifierConfig", "robot_rl.rewards.classifier:run",
+                         "Train a success classifier on recorded frames; reports held-out accuracy, FPR, FNR."),
     "plot": ("robot_rl.learning.plot:PlotConfig", "robot_rl.learning.plot:run",
              "Plot success rate vs env steps (IQM and bootstrap band across seeds) as PNG."),
     "bench": ("robot_rl.bench:BenchConfig", "robot_rl.cli.main:run_bench",
@@ -95,7 +99,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tasks": ("robot_rl.cli.main:TasksConfig", "robot_rl.cli.main:run_tasks",
               "List the task specs in tasks/ (or print one with --name)."),
 }
-PRINTS_RESULT = {"record", "train", "learner", "plot", "eval"}
+PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier"}
 """Runners that return a summary dict, printed as one JSON line."""
 
 
@@ -107,7 +111,7 @@ def _load(ref: str) -> Any:
 def _usage() -> str:
     lines = ["usage: robot-rl COMMAND [options]   (robot-rl COMMAND --help for its options)", "",
              "robot_rl: real-robot RL over a ZeroMQ bridge, with MuJoCo twins.", "", "commands:"]
-    lines += [f"  {name:9s} {text}" for name, (_, _, text) in COMMANDS.items()]
+    lines += [f"  {name:17s} {text}" for name, (_, _, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

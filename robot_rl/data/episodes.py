@@ -63,13 +63,16 @@ class EpisodeBuffer:
     intervention: list[bool] = field(default_factory=list)
     rtt_ms: list[float] = field(default_factory=list)
     t_capture_ns: list[int] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    """Operator's success label of each step's observation: 1, 0, or −1 (none)."""
 
     def start(self, obs: dict[str, Any], info: dict[str, Any]) -> None:
         self.observations.append(obs)
         self.t_capture_ns.append(int(info.get("t_capture_ns", 0)))
 
     def add(self, action: np.ndarray, obs: dict[str, Any], reward: float, terminated: bool, truncated: bool,
-            info: dict[str, Any], *, intervention: bool) -> None:
+            info: dict[str, Any], *, intervention: bool, label: int = -1) -> None:
+        self.label.append(int(label))
         self.actions.append(np.asarray(action, dtype=np.float32))
         self.observations.append(obs)
         self.rewards.append(float(reward))
@@ -101,6 +104,8 @@ class EpisodeBuffer:
         out["intervention"] = np.asarray(self.intervention, dtype=bool)
         out["rtt_ms"] = np.asarray(self.rtt_ms, dtype=np.float32)
         out["t_capture_ns"] = np.asarray(self.t_capture_ns, dtype=np.int64)
+        if any(v >= 0 for v in self.label):  # written only when the operator labeled something
+            out["label"] = np.asarray(self.label, dtype=np.int8)
         return out
 
 

@@ -64,6 +64,9 @@ class Actor:
         self.agent = make_agent(cfg, self.layout, action_dim_of(self.env)).eval()
         self.task = load_task(cfg.task) if cfg.env is None else None
         self.intervener = make_intervener(cfg.intervention, self.task, seed=cfg.seed)
+        # A human takes over at the robot's pace: the embedded twin would otherwise run faster
+        # than real time (a physical arm paces itself).
+        self.pace_s = _step_s(self.env) if cfg.intervention in ("keyboard", "spacemouse") else 0.0
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.gen = torch.Generator().manual_seed(cfg.seed + 2)
         state = self._load_state() if opts.resume else {}
@@ -232,8 +235,11 @@ class Actor:
         first = True
         ret, length, interventions = 0.0, 0, 0
         prev_intervening = False
-        t0 = time.monotonic()
+        t0 = next_t = time.monotonic()
         while True:
+            if self.pace_s:
+                next_t += self.pace_s
+                time.sleep(max(0.0, next_t - time.monotonic()))
             self._poll_weights()
             self._poll_acks()
             self._heartbeat()

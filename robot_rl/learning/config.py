@@ -102,21 +102,30 @@ ENV_IDS = {"pick_cube": "robot_rl/PickCube-v0", "peg_insertion": "robot_rl/PegIn
 
 
 def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
-    """The env a run acts in (actor, evaluation)."""
+    """The env a run acts in (actor, evaluation). With `cfg.classifier`, reward and termination
+    come from the success classifier (cameras are rendered for it even when the agent learns from
+    state); info keeps the env's own verdict as `env_success` for scoring."""
     import robot_rl  # noqa: F401 - registers the robot_rl env ids
 
     kwargs = cfg.kwargs()
+    images = (cfg.obs == "pixels" or cfg.classifier is not None) if render_images is None else render_images
     if cfg.env is not None:
-        return gym.make(cfg.env, **kwargs)
-    env_id = ENV_IDS.get(cfg.task)
-    if env_id is None:  # any task spec in tasks/: build the env directly
+        env = gym.make(cfg.env, **kwargs)
+    elif (env_id := ENV_IDS.get(cfg.task)) is None:  # any task spec in tasks/: build the env directly
         from robot_rl.envs.robot_env import RobotEnv
 
-        return RobotEnv(cfg.task, image_obs=cfg.obs == "pixels", privileged_obs=cfg.privileged and cfg.obs == "state",
-                        **kwargs)
-    kwargs.setdefault("image_obs", cfg.obs == "pixels" if render_images is None else render_images)
-    kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
-    return gym.make(env_id, **kwargs)
+        kwargs.setdefault("image_obs", images)
+        kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
+        env = RobotEnv(cfg.task, **kwargs)
+    else:
+        kwargs.setdefault("image_obs", images)
+        kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
+        env = gym.make(env_id, **kwargs)
+    if cfg.classifier is not None and images:
+        from robot_rl.rewards.classifier import ClassifierReward
+
+        env = ClassifierReward(env, cfg.classifier)
+    return env
 
 
 def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:

@@ -275,7 +275,8 @@ class Learner:
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
                 self._drain(timeout_ms=50)
-            return {"env_steps": self.env_steps, "updates": self.update_count, "run_dir": str(self.run_dir.path)}
+            return {"env_steps": self.env_steps, "updates": self.update_count, "run_dir": str(self.run_dir.path),
+                    "online_transitions": len(self.ingest.online), "demo_transitions": len(self.ingest.demo)}
         finally:
             self.close()
 

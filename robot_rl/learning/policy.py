@@ -63,8 +63,9 @@ def frozen_digest(agent: SACAgent) -> float:
 
 
 def success_of(info: dict, terminated: bool, reward: float) -> bool:
-    """Task success from info ("success", "is_success"), else a terminating positive reward."""
-    for key in ("success", "is_success"):
+    """Task success from info ("env_success": the env's ground truth where a learned reward stands
+    in, then "success", "is_success"), else a terminating positive reward."""
+    for key in ("env_success", "success", "is_success"):
         if key in info:
             return bool(info[key])
     return bool(terminated and reward > 0)

@@ -146,7 +146,8 @@ class EpisodeAssembler:
 
 
 class MixedSampler:
-    """Batches drawing `demo_fraction` of each batch from the demo buffer (RLPD: 50/50)."""
+    """Batches drawing `demo_fraction` of each batch from the demo buffer (RLPD: 50/50); each
+    batch's `from_demo` (float 0/1) says which rows came from it."""
 
     def __init__(self, online: ReplayBuffer, demo: ReplayBuffer | None, *, demo_fraction: float = 0.5,
                  seed: int = 0) -> None:
@@ -161,9 +162,9 @@ class MixedSampler:
             n_demo = n
         parts = []
         if n_demo:
-            parts.append(self.demo.sample(n_demo, self.rng))
+            parts.append(self.demo.sample(n_demo, self.rng) | {"from_demo": np.ones(n_demo, np.float32)})
         if n - n_demo:
-            parts.append(self.online.sample(n - n_demo, self.rng))
+            parts.append(self.online.sample(n - n_demo, self.rng) | {"from_demo": np.zeros(n - n_demo, np.float32)})
         if len(parts) == 1:
             return parts[0]
         # Shuffle: the update slices one batch into several critic minibatches, and each must

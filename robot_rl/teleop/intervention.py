@@ -85,10 +85,15 @@ class HumanIntervener:
     """A keyboard or SpaceMouse: whenever the human commands motion, their action replaces the
     policy's (a gripper toggle alone counts too)."""
 
-    def __init__(self, teleop: Teleop) -> None:
+    def __init__(self, teleop: Teleop, *, name: str = "human") -> None:
+        import sys
+
         self.teleop = teleop
         self.teleop.start()
         self._gripper = None
+        # Tell the operator (and scripts waiting on it) that takeovers are live.
+        print(f"{name} intervention ready: move to take over, let go to hand back to the policy",
+              file=sys.stderr, flush=True)
 
     def reset(self) -> None:
         self._gripper = None
@@ -127,7 +132,7 @@ def make_intervener(kind: str, task: TaskSpec | None, *, seed: int = 0) -> Inter
     if kind == "keyboard":
         from robot_rl.teleop.keyboard import KeyboardTeleop
 
-        return HumanIntervener(KeyboardTeleop())
+        return HumanIntervener(KeyboardTeleop(), name="keyboard")
     from robot_rl.teleop.spacemouse import SpaceMouseTeleop
 
-    return HumanIntervener(SpaceMouseTeleop())
+    return HumanIntervener(SpaceMouseTeleop(), name="spacemouse")

@@ -10,7 +10,7 @@ Key map (`KEY_MAP`):
     Enter        end the episode (done / success)
     Backspace    discard the episode
     Esc          quit
-    1 / 0        label the current frame success / failure
+    1 / 0        label frames success / failure from now on (for the reward classifier)
 
 A motion key gives ±1 on its axis for as long as it is held; opposite keys held together cancel.
 Letters are matched case-insensitively (Shift or Caps Lock do not change the map). pynput sees
@@ -64,8 +64,8 @@ KEY_MAP: dict[str, str] = {
     "enter": "end episode (done / success)",
     "backspace": "discard episode",
     "esc": "quit",
-    "1": "label success",
-    "0": "label failure",
+    "1": "label success from here",
+    "0": "label failure from here",
 }
 """Human-readable key map (key name as `normalize_key` returns it -> meaning), for help texts."""
 

@@ -112,6 +112,7 @@ def run(cfg: RecordConfig, *, console: Console | None = None) -> dict:
                         state = teleop.poll()
                         action, intervening = state.action, state.intervening
                         if state.label_success is not None:
+                            # Sticky: "1" marks this and the following frames success until "0".
                             label = state.label_success
                         if state.quit:
                             quit_requested = discard = True
@@ -122,7 +123,8 @@ def run(cfg: RecordConfig, *, console: Console | None = None) -> dict:
                     else:
                         action, intervening = expert.act(obs, info), True
                     obs, reward, terminated, truncated, info = env.step(action)
-                    buf.add(action, obs, reward, terminated, truncated, info, intervention=intervening)
+                    buf.add(action, obs, reward, terminated, truncated, info, intervention=intervening,
+                            label=-1 if label is None else int(label))
                     steps += 1
                     if terminated or truncated or (teleop is not None and state.end_episode):
                         break

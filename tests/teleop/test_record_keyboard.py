@@ -15,6 +15,7 @@ import pytest
 from xvfb_display import start_xvfb
 
 from robot_rl.data.episodes import iter_episodes
+from robot_rl.rewards.classifier import frame_labels
 
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
                                 reason="needs the Xvfb and xdotool binaries (apt install xvfb xdotool)")
@@ -49,6 +50,8 @@ def test_keyboard_drives_the_arm_and_ends_the_episode(tmp_path):
         time.sleep(1.5)  # ~15 steps of +x at 10 Hz
         xdotool(display, "keyup", "w")
         time.sleep(0.5)
+        xdotool(display, "key", "1")  # label: success from here on (sticky)
+        time.sleep(0.5)
         xdotool(display, "key", "Return")
         assert proc.wait(timeout=60) == 0, proc.stdout.read()
     finally:
@@ -65,3 +68,10 @@ def test_keyboard_drives_the_arm_and_ends_the_episode(tmp_path):
     x = ep.observation("tcp_pose")[:, 0]
     assert x[pushed[-1] + 1] - x[pushed[0]] > 0.03  # the arm followed the key
     assert len(ep) < 150 and ep.meta["source"] == "keyboard"  # Return ended it before max_steps
+    # The "1" hotkey labeled the last few frames success for the reward classifier, and the episode too.
+    label = ep.arrays["label"]
+    first = int(np.argmax(label >= 0))
+    assert first > pushed[-1] and np.all(label[:first] == -1) and np.all(label[first:] == 1)
+    assert ep.meta["operator_label"] is True
+    labels = frame_labels(ep.arrays, ep.meta)
+    assert labels[first + 1:].all() and not labels[: first + 1].any()

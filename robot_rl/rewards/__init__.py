@@ -1,0 +1,1 @@
+"""Learned rewards: image success classifiers that stand in for ground truth on physical arms."""
