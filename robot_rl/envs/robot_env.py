@@ -9,7 +9,9 @@ Action: Box(−1, 1, (7,)) = [Δx Δy Δz, Δrx Δry Δrz, gripper], scaled by t
 (SERL's convention). One step = one `Command` round trip: the observation is taken 1/step_hz
 after the command took effect.
 
-Observation (Dict): tcp_pose (7: xyz m, quat wxyz), tcp_vel (6: m/s, rad/s), gripper_width (1: m),
+Observation (Dict): tcp_pose (7: xyz m, quat wxyz in the hemisphere of the task's nominal
+orientation: q and −q are one rotation, and near a tool-down pose the sign an arm or MuJoCo reports
+flips with tiny tilts, which a network reads as a jump across its input range), tcp_vel (6: m/s, rad/s), gripper_width (1: m),
 force (3: N), torque (3: N·m) — base frame, float32 — and `images` {camera: (H, W, 3) uint8}.
 `privileged_obs=True` adds the twin's object state (e.g. cube pose) for state-based learning.
 
@@ -38,6 +40,11 @@ STATE_BOUNDS = {"tcp_pose": (7, 10.0), "tcp_vel": (6, 100.0), "gripper_width": (
 """(size, bound) of each state observation: far beyond any physical value (m, m/s, rad/s, N, N·m);
 values are clipped into them so observations always lie in the space."""
 PRIVILEGED_BOUND = 100.0
+
+
+def canonical_quat(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """q or −q (the same rotation), whichever lies in the hemisphere of `reference` (wxyz)."""
+    return -q if float(np.dot(q, reference)) < 0.0 else q
 
 
 class RobotEnv(gym.Env):
@@ -111,6 +118,7 @@ class RobotEnv(gym.Env):
         if self.task.reward.type == "twin_success" and "success" not in welcome.privileged:
             raise ConfigError(f"task {self.task.name} rewards twin ground truth, but {self.link.address} serves a "
                               f"{welcome.backend} arm: use a reward classifier on physical arms")
+        self._nominal_quat = np.asarray(self.task.workspace.nominal_quat_wxyz, np.float32)
         act = self.task.action
         self._scale = np.array([act.translation_scale_m] * 3 + [act.rotation_scale_rad * a for a in act.rotation_axes])
         self._steps = 0
@@ -196,6 +204,7 @@ class RobotEnv(gym.Env):
                "force": w[:3], "torque": w[3:]}
         out: dict[str, Any] = {k: np.clip(np.asarray(v, dtype=np.float32), -STATE_BOUNDS[k][1], STATE_BOUNDS[k][1])
                                for k, v in raw.items()}
+        out["tcp_pose"][3:] = canonical_quat(out["tcp_pose"][3:], self._nominal_quat)
         if self.image_obs:
             frames = {f.camera: f.image for f in obs.frames}
             out["images"] = {name: np.array(frames[name]) for name in self.cameras}

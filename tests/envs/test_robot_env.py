@@ -131,3 +131,28 @@ def test_vectorized_in_process_twins():
         assert reward.shape == (2,) and obs["tcp_vel"].shape == (2, 6)
     finally:
         envs.close()
+
+
+def test_tcp_quaternion_sign_is_stable_near_the_nominal_pose():
+    from robot_rl.envs.robot_env import canonical_quat
+
+    nominal = np.array([0.0, 1.0, 0.0, 0.0])
+    q = np.array([0.01, -0.999, 0.02, 0.0])  # the same rotation as −q, reported in the other hemisphere
+    assert np.allclose(canonical_quat(q, nominal), -q) and np.allclose(canonical_quat(-q, nominal), -q)
+    # Through the twin: yawing both ways and wobbling never flips the sign of the reported quaternion.
+    env = RobotEnv("pick_cube", in_process=True, image_obs=False)
+    try:
+        obs, _ = env.reset(seed=0)
+        quats = [obs["tcp_pose"][3:]]
+        rng = np.random.default_rng(0)
+        for t in range(40):
+            action = np.zeros(7)
+            action[5] = 1.0 if t < 20 else -1.0
+            action[:3] = rng.uniform(-0.3, 0.3, 3)
+            obs, *_ = env.step(action)
+            quats.append(obs["tcp_pose"][3:])
+    finally:
+        env.close()
+    quats = np.array(quats)
+    assert np.all(quats @ nominal > 0.3)
+    assert np.abs(np.diff(quats, axis=0)).max() < 0.2  # continuous: no jump from q to −q
