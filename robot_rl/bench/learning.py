@@ -39,7 +39,8 @@ def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -
     from robot_rl.data.episodes import episode_paths
     from robot_rl.teleop.record import RecordConfig, run as record
 
-    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}"
+    # v2: recorded since tcp_pose quaternions are sign-canonical (older demos disagree with the env)
+    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_v2"
     have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
     if have < n:
         record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,

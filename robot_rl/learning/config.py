@@ -50,6 +50,8 @@ class TrainConfig:
     eval_episodes: int = 50
     checkpoint_every: int = 2_000
     """Updates between learner checkpoints."""
+    log_every: int = 200
+    """Updates between training-metric lines (metrics.jsonl, tensorboard)."""
     replay_capacity: int = 200_000
     intervention: Literal["none", "scripted", "keyboard", "spacemouse"] = "none"
     rlif: bool = False
@@ -77,7 +79,7 @@ class TrainConfig:
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}: {exc}") from exc
         if not isinstance(kwargs, dict):
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
-        for name in ("env_steps", "eval_every", "weights_every", "checkpoint_every", "replay_capacity"):
+        for name in ("env_steps", "eval_every", "weights_every", "checkpoint_every", "log_every", "replay_capacity"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.learning_starts < 0 or self.eval_episodes < 0 or self.utd <= 0:

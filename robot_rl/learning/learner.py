@@ -207,7 +207,7 @@ class Learner:
         self.update_count += 1
         if self.update_count % self.cfg.weights_every == 0:
             self._publish()
-        if self.update_count % 200 == 0:
+        if self.update_count % self.cfg.log_every == 0:
             self.metrics.write("train", self.env_steps, self._train_metrics, update=self.update_count)
         if self.update_count % self.cfg.checkpoint_every == 0:
             self._checkpoint()
