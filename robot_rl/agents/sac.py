@@ -50,6 +50,11 @@ class SACConfig:
     """Last action dimension is the gripper, learned by a separate discrete (DQN) critic."""
     gripper_epsilon: float = 0.1
     """Exploration rate of the discrete gripper during data collection."""
+    explore_std: float | None = None
+    """Data collection: None samples the SAC policy (SERL/HIL-SERL); a value acts with the policy's
+    mean plus Gaussian noise of this std in action units, clipped to [−1, 1] (TD3/DrQ-v2 style).
+    SAC's own std stays wide wherever the critic is flat in the action — on sparse-reward tasks,
+    for thousands of updates — so sampled episodes rarely succeed even when the mean does."""
     bc_weight: float = 0.0
     """Weight of a behaviour-cloning term on the batch's demo rows in the actor loss:
     mean squared error of tanh(mean) to the demo action, added to −Q (Q of a sparse 0/1 task is
@@ -67,6 +72,8 @@ class SACConfig:
             raise ValueError(f"discount must be in (0, 1), got {self.discount}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.explore_std is not None and not 0.0 <= self.explore_std <= 2.0:
+            raise ValueError(f"explore_std must be None or in [0, 2], got {self.explore_std}")
         if self.bc_weight < 0:
             raise ValueError(f"bc_weight must be ≥ 0, got {self.bc_weight}")
         if self.batch_size < 2:
@@ -106,7 +113,14 @@ class SACAgent(nn.Module):
         """Actions (B, action_dim) in [−1, 1] for an observation batch. Deterministic mode uses
         the Gaussian's mean and the greedy gripper class (evaluation)."""
         features = self.encoder(obs)
-        cont = self.actor.mode(features) if deterministic else self.actor.sample(features)[0]
+        if deterministic:
+            cont = self.actor.mode(features)
+        elif self.cfg.explore_std is not None:
+            cont = self.actor.mode(features)
+            noise = torch.randn(cont.shape, generator=generator) * self.cfg.explore_std
+            cont = (cont + noise).clamp(-1.0, 1.0)
+        else:
+            cont = self.actor.sample(features)[0]
         if not self.cfg.hybrid_gripper:
             return cont
         q = self.grip_critic(torch.cat([features, cont], -1))

@@ -117,3 +117,26 @@ def test_config_validation_names_the_field():
         SACConfig(n_critics=2, critic_subsample=3)
     with pytest.raises(ValueError, match="discount"):
         dataclasses.replace(SACConfig(), discount=1.5)
+
+
+def test_explore_std_acts_with_the_mean_plus_bounded_noise():
+    import torch
+    from torch import nn
+
+    from robot_rl.agents.sac import SACAgent, SACConfig
+
+    class Identity(nn.Module):
+        def forward(self, obs):
+            return obs["state"]
+
+    torch.manual_seed(0)
+    agent = SACAgent(Identity(), 5, 3, SACConfig(explore_std=0.1))
+    obs = {"state": torch.randn(4000, 5)}
+    mean = agent.act(obs, deterministic=True)
+    noisy = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    diff = noisy - mean
+    inside = mean.abs() < 0.7  # away from the clip at ±1
+    assert abs(diff[inside].std().item() - 0.1) < 0.01 and abs(diff[inside].mean().item()) < 0.01
+    assert noisy.abs().max() <= 1.0
+    again = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(noisy, again)  # the generator makes exploration reproducible
