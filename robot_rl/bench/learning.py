@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from robot_rl.agents.sac_config import SACConfig
+
 
 @dataclass(frozen=True)
 class LearningBench:
@@ -30,6 +32,9 @@ class LearningBench:
     """Pixel runs: frozen backbone (pretrained for mobilenet_v2)."""
     classifier: str | None = None
     """Reward from this success classifier checkpoint instead of ground truth."""
+    agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
+    """SAC settings of every run. Default: HIL-SERL's 2-critic set plus a BC term on demo rows and
+    mean + noise exploration (README, "Learning": why)."""
     runs_dir: str = "runs/bench"
     json: bool = False
 
@@ -37,7 +42,8 @@ class LearningBench:
 def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
     """A folder with `n` scripted demos of `task` (recorded on first use)."""
     from robot_rl.data.episodes import episode_paths
-    from robot_rl.teleop.record import RecordConfig, run as record
+    from robot_rl.teleop.record import RecordConfig
+    from robot_rl.teleop.record import run as record
 
     # v2: recorded since tcp_pose quaternions are sign-canonical (older demos disagree with the env)
     out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_v2"
@@ -70,7 +76,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
                             pretrained=cfg.encoder == "mobilenet_v2")
     cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
-                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier)
+                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent)
     t0 = time.monotonic()
     run_train(cmd)
     wall_min = (time.monotonic() - t0) / 60

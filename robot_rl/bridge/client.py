@@ -148,7 +148,7 @@ class BridgeClient:
     def close(self) -> None:
         self._sock.close(0)
 
-    def __enter__(self) -> "BridgeClient":
+    def __enter__(self) -> BridgeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -178,7 +178,7 @@ def _decoder(tp: Any) -> _Decoder:
     return dec
 
 
-def _compile(tp: Any) -> _Decoder:  # noqa: C901 - one branch per supported type
+def _compile(tp: Any) -> _Decoder:
     origin = get_origin(tp)
     if origin is Annotated:
         spec = get_args(tp)[1]

@@ -14,7 +14,12 @@ import numpy as np
 from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import StepTiming
 from robot_rl.bridge.service import RobotService
-from robot_rl.errors import BridgeRemoteError, ConfigError, ProtocolError, SafetyViolation
+from robot_rl.errors import (
+    BridgeRemoteError,
+    ConfigError,
+    ProtocolError,
+    SafetyViolation,
+)
 
 
 class LocalLink:

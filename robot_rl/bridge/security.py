@@ -68,7 +68,7 @@ class ServerKeys:
     authorized_dir: Path
 
     @staticmethod
-    def from_dir(keys_dir: Path) -> "ServerKeys":
+    def from_dir(keys_dir: Path) -> ServerKeys:
         keys_dir = Path(keys_dir)
         keys = ServerKeys(keys_dir / "server.key_secret", keys_dir / AUTHORIZED_DIR)
         if not keys.server_secret.is_file():
@@ -86,7 +86,7 @@ class ClientKeys:
     server_public: Path
 
     @staticmethod
-    def from_dir(keys_dir: Path, *, client_name: str = "client") -> "ClientKeys":
+    def from_dir(keys_dir: Path, *, client_name: str = "client") -> ClientKeys:
         keys_dir = Path(keys_dir)
         keys = ClientKeys(keys_dir / f"{client_name}.key_secret", keys_dir / "server.key")
         for path in (keys.client_secret, keys.server_public):

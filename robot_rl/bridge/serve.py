@@ -157,7 +157,7 @@ def start_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerSta
 def run(cfg: ServeConfig) -> None:
     """`robot-rl serve`: serve in the foreground until SIGINT/SIGTERM."""
     stack = build_server(cfg)
-    stop = lambda *_: stack.server.stop()  # noqa: E731
+    stop = lambda *_: stack.server.stop()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     print(f"robot-rl serve: {cfg.backend} backend, task {stack.task.name}, requests {stack.server.address}, "

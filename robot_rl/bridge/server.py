@@ -19,7 +19,12 @@ from dataclasses import dataclass
 import zmq
 
 from robot_rl.bridge import protocol as P
-from robot_rl.bridge.security import ServerKeys, is_local_address, make_curve_server, start_authenticator
+from robot_rl.bridge.security import (
+    ServerKeys,
+    is_local_address,
+    make_curve_server,
+    start_authenticator,
+)
 from robot_rl.bridge.service import Later, RobotService
 from robot_rl.errors import ConfigError, ProtocolError, SafetyViolation
 
@@ -197,7 +202,7 @@ class RobotServer:
             reply = P.Error(seq, exc.code, str(exc))
         except ConfigError as exc:
             reply = P.Error(seq, "bad_params", str(exc))
-        except Exception as exc:  # noqa: BLE001 - a request must never take the server down
+        except Exception as exc:
             log.exception("request failed")
             reply = P.Error(seq, "internal_error", f"{type(exc).__name__}: {exc}")
         if isinstance(reply, Later):

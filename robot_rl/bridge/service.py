@@ -21,9 +21,20 @@ import numpy as np
 from robot_rl.bridge import protocol as P
 from robot_rl.config import from_dict, to_dict
 from robot_rl.control import rotations
-from robot_rl.control.commands import ClearErrorCommand, CoreEvent, ParamsCommand, ResetCommand, TargetCommand
+from robot_rl.control.commands import (
+    ClearErrorCommand,
+    CoreEvent,
+    ParamsCommand,
+    ResetCommand,
+    TargetCommand,
+)
 from robot_rl.control.impedance import ImpedanceGains
-from robot_rl.control.safety import CommandLimits, WorkspaceBox, check_absolute_target, target_from_delta
+from robot_rl.control.safety import (
+    CommandLimits,
+    WorkspaceBox,
+    check_absolute_target,
+    target_from_delta,
+)
 from robot_rl.control.snapshot import Mode, Snapshot
 from robot_rl.drivers.arm import ArmSpec
 from robot_rl.drivers.camera import FrameSource

@@ -11,7 +11,12 @@ from typing import Protocol
 
 import numpy as np
 
-from robot_rl.control.impedance import PRECISION_GAINS, ImpedanceGains, JointGains, LawLimits
+from robot_rl.control.impedance import (
+    PRECISION_GAINS,
+    ImpedanceGains,
+    JointGains,
+    LawLimits,
+)
 from robot_rl.control.safety import CommandLimits, WorkspaceBox
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 
@@ -29,7 +29,13 @@ from robot_rl.control.commands import (
     TargetCommand,
 )
 from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawState
-from robot_rl.control.snapshot import FAULT_TEXT, Fault, Mode, SnapshotBuffer, SnapshotLayout
+from robot_rl.control.snapshot import (
+    FAULT_TEXT,
+    Fault,
+    Mode,
+    SnapshotBuffer,
+    SnapshotLayout,
+)
 from robot_rl.control.trajectory import JointSegment, PoseSegment
 from robot_rl.drivers.arm import ArmBackend, ArmReading
 

@@ -160,7 +160,7 @@ class LawState(NamedTuple):
         return self.gains[2]
 
     @classmethod
-    def initial(cls, pose_base_tcp: np.ndarray, gains: "ImpedanceGains | GainTargets", n_joints: int) -> "LawState":
+    def initial(cls, pose_base_tcp: np.ndarray, gains: ImpedanceGains | GainTargets, n_joints: int) -> LawState:
         """State that holds `pose_base_tcp` with `gains` (filter already converged), zero torque."""
         target = gains if isinstance(gains, GainTargets) else GainTargets.of(gains)
         return cls(np.array(pose_base_tcp, dtype=np.float64), target.matrix, np.zeros(n_joints))
@@ -187,7 +187,7 @@ class GainTargets:
         return self.matrix[2]
 
     @staticmethod
-    def of(gains: ImpedanceGains) -> "GainTargets":
+    def of(gains: ImpedanceGains) -> GainTargets:
         m = np.stack([gains.stiffness(), gains.damping(), gains.error_clip()])
         m.flags.writeable = False
         return GainTargets(m, gains.nullspace_stiffness_nm_per_rad)

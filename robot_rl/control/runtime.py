@@ -20,14 +20,21 @@ import multiprocessing as mp
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from robot_rl.control.commands import CoreConfig, CoreEvent, SceneHooks
 from robot_rl.control.core import ControlCore
-from robot_rl.control.snapshot import SharedSnapshot, Snapshot, SnapshotBuffer, SnapshotLayout, attach_snapshot
+from robot_rl.control.snapshot import (
+    SharedSnapshot,
+    Snapshot,
+    SnapshotBuffer,
+    SnapshotLayout,
+    attach_snapshot,
+)
 from robot_rl.drivers.arm import ArmBackend, ArmSpec
 from robot_rl.errors import RobotRLError
 
@@ -221,7 +228,7 @@ class ThreadRuntime(_InProcessRuntime):
                 _set_fifo(self._rt_priority)  # applies to this thread only (Linux)
             _paced_loop(self.core, lambda: self._stop, self._recorder, lambda: None,
                         paced_by_hardware=self.core.spec.paced_by_hardware, own_gc=False)
-        except BaseException as exc:  # noqa: BLE001 - reported to the server thread, then the arm is released
+        except BaseException as exc:
             log.exception("control loop stopped")
             self._error = exc
         finally:

@@ -25,7 +25,7 @@ class PoseSegment:
 
     @staticmethod
     def plan(start: np.ndarray, goal: np.ndarray, *, speed_m_per_s: float, speed_rad_per_s: float,
-             min_duration_s: float = 0.1) -> "PoseSegment":
+             min_duration_s: float = 0.1) -> PoseSegment:
         """Segment whose peak speed stays near the given limits (min-jerk peaks at 1.875× mean)."""
         dist = float(np.linalg.norm(goal[:3] - start[:3]))
         ang = rotations.quat_angle(start[3:], goal[3:])
@@ -50,7 +50,7 @@ class JointSegment:
 
     @staticmethod
     def plan(start: np.ndarray, goal: np.ndarray, *, speed_rad_per_s: float,
-             min_duration_s: float = 0.2) -> "JointSegment":
+             min_duration_s: float = 0.2) -> JointSegment:
         largest = float(np.max(np.abs(goal - start))) if len(start) else 0.0
         duration = max(min_duration_s, 1.875 * largest / speed_rad_per_s)
         return JointSegment(np.array(start, dtype=np.float64), np.array(goal, dtype=np.float64), duration)

@@ -116,7 +116,7 @@ class ThreadedCamera:
                 t_receive_ns = time.monotonic_ns()
                 self._seq += 1
                 self._latest = Frame(self.name, self._seq, t_capture_ns, t_receive_ns, self.transform.apply(image))
-        except BaseException as exc:  # noqa: BLE001 - surfaced through latest()/error
+        except BaseException as exc:
             if not self._stop.is_set():
                 log.exception("camera %s stopped", self.name)
                 self.error = exc

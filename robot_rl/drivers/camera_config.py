@@ -15,8 +15,9 @@ field, e.g. `cameras[1] (front).fps: expected an integer, got 'thirty'`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -28,7 +29,7 @@ from robot_rl.errors import ConfigError
 
 CameraConfig = RealSenseConfig | OpenCVCameraConfig
 
-DRIVER_CONFIGS: dict[str, type[RealSenseConfig] | type[OpenCVCameraConfig]] = {
+DRIVER_CONFIGS: dict[str, type[RealSenseConfig | OpenCVCameraConfig]] = {
     "realsense": RealSenseConfig,
     "opencv": OpenCVCameraConfig,
 }

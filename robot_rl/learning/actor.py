@@ -24,7 +24,14 @@ import zmq
 
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
-from robot_rl.learning.config import ActionScaler, TrainConfig, action_dim_of, layout_of, make_agent, make_env
+from robot_rl.learning.config import (
+    ActionScaler,
+    TrainConfig,
+    action_dim_of,
+    layout_of,
+    make_agent,
+    make_env,
+)
 from robot_rl.learning.policy import load_weights, obs_batch, policy_action, success_of
 from robot_rl.task_spec import load_task
 from robot_rl.teleop.intervention import make_intervener

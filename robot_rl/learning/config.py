@@ -157,7 +157,7 @@ class ActionScaler:
     high: np.ndarray = field(default_factory=lambda: np.array([1.0]))
 
     @staticmethod
-    def of(env: gym.Env) -> "ActionScaler":
+    def of(env: gym.Env) -> ActionScaler:
         return ActionScaler(np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64))
 
     def to_env(self, action: np.ndarray) -> np.ndarray:

@@ -13,7 +13,14 @@ import torch
 
 from robot_rl.config import from_dict
 from robot_rl.errors import ConfigError
-from robot_rl.learning.config import ActionScaler, TrainConfig, action_dim_of, layout_of, make_agent, make_env
+from robot_rl.learning.config import (
+    ActionScaler,
+    TrainConfig,
+    action_dim_of,
+    layout_of,
+    make_agent,
+    make_env,
+)
 from robot_rl.learning.policy import obs_batch, policy_action, success_of
 from robot_rl.learning.runs import latest_checkpoint_path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,23 @@ from robot_rl.config import to_dict
 from robot_rl.data.episodes import iter_episodes
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
-from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_agent, make_env
+from robot_rl.learning.config import (
+    TrainConfig,
+    action_dim_of,
+    layout_of,
+    make_agent,
+    make_env,
+)
 from robot_rl.learning.ingest import Ingestor
 from robot_rl.learning.policy import acting_state
 from robot_rl.learning.replay import MixedSampler
-from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
+from robot_rl.learning.runs import (
+    MetricsWriter,
+    RunDir,
+    checkpoint_name,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from robot_rl.learning.step_log import StepLog
 
 log = logging.getLogger(__name__)

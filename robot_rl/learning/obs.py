@@ -37,7 +37,7 @@ class ObsLayout:
         return tuple(path[-1] for path, _ in self.images)
 
     @staticmethod
-    def of(space: spaces.Space, *, include: tuple[str, ...] = (), images: bool = True) -> "ObsLayout":
+    def of(space: spaces.Space, *, include: tuple[str, ...] = (), images: bool = True) -> ObsLayout:
         """Layout of an observation space. `include` lists SKIP_KEYS to keep (e.g. "privileged");
         `images=False` drops cameras (state-only learning)."""
         state: list = []

@@ -46,8 +46,9 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from robot_rl.config import to_dict
 from robot_rl.errors import ConfigError, DependencyMissing, RobotRLError

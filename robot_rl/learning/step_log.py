@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 _NAME = re.compile(r"^chunk_(\d{9})_(\d{9})\.bin$")
 
@@ -49,8 +49,7 @@ class StepLog:
             for _, frames in self._pending:
                 f.write(struct.pack("<I", len(frames)))
                 f.write(struct.pack(f"<{len(frames)}Q", *(len(fr) for fr in frames)))
-                for fr in frames:
-                    f.write(fr)
+                f.writelines(frames)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -11,9 +11,10 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +24,12 @@ from torch.nn import functional as F
 
 from robot_rl.agents.encoders import EncoderConfig, build_encoder, random_shift
 from robot_rl.config import from_dict, to_dict
-from robot_rl.data.episodes import EpisodeBuffer, EpisodeWriter, iter_episodes, read_meta
+from robot_rl.data.episodes import (
+    EpisodeBuffer,
+    EpisodeWriter,
+    iter_episodes,
+    read_meta,
+)
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec, load_task
 
@@ -376,9 +382,9 @@ def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
     at_half = binary_metrics(p_held, y_held, 0.5)
     report: dict[str, Any] = {
         "task": read_meta(cfg.data[0]).get("task"), "cameras": list(cameras), "image_hw": list(cfg.image_hw),
-        "episodes_train": int(len(train_ep)), "episodes_held_out": int(len(held_ep)),
-        "frames_train": int(len(train_idx)), "positives_train": n_pos, "negatives_train": n_neg,
-        "frames_held_out": int(len(held_idx)), "positives_held_out": int(y_held.sum()),
+        "episodes_train": len(train_ep), "episodes_held_out": len(held_ep),
+        "frames_train": len(train_idx), "positives_train": n_pos, "negatives_train": n_neg,
+        "frames_held_out": len(held_idx), "positives_held_out": int(y_held.sum()),
         "negatives_held_out": int(len(y_held) - y_held.sum()),
         "threshold": threshold, **at, "fpr_target_met": at["fpr"] <= cfg.target_fpr,
         **{f"{k}_at_0.5": v for k, v in at_half.items()},
@@ -553,7 +559,9 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
     Returns:
         {"out", "episodes", "frames", "positives", "kinds": {kind: count}, "wall_s"}.
     """
-    from robot_rl.envs.robot_env import RobotEnv  # env and expert import the twin: only when collecting
+    from robot_rl.envs.robot_env import (
+        RobotEnv,  # env and expert import the twin: only when collecting
+    )
     from robot_rl.teleop.scripted import make_expert
 
     spec = task if isinstance(task, TaskSpec) else load_task(task)

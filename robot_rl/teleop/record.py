@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from robot_rl.data.episodes import EpisodeBuffer, EpisodeWriter
 from robot_rl.envs.robot_env import RobotEnv

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from robot_rl.agents.nets import EnsembleMLP
-from robot_rl.agents.sac import SACAgent, SACConfig, critic_loss, make_optimizers, update
+from robot_rl.agents.sac import (
+    SACAgent,
+    SACConfig,
+    critic_loss,
+    make_optimizers,
+    update,
+)
 
 D, A, B = 12, 7, 64
 

@@ -29,7 +29,7 @@ def _raw_command(seq: int, body: dict, arrays: list, bufs: list[bytes]) -> list[
 
 def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> tuple[str, list[bytes]]:
     """(category, frames); categories ending in '!' must be refused."""
-    enc = lambda msg: [bytes(f) for f in P.encode(msg)]  # noqa: E731
+    enc = lambda msg: [bytes(f) for f in P.encode(msg)]
     r = rng.random()
     if r < 0.33:
         d = rng.normal(size=6) * [0.02, 0.02, 0.02, 0.05, 0.05, 0.1]

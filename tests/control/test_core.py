@@ -7,7 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from robot_rl.control.commands import ClearErrorCommand, ParamsCommand, ResetCommand, TargetCommand
+from robot_rl.control.commands import (
+    ClearErrorCommand,
+    ParamsCommand,
+    ResetCommand,
+    TargetCommand,
+)
 from robot_rl.control.core import ControlCore
 from robot_rl.control.safety import CommandLimits
 from robot_rl.control.snapshot import Fault, Mode

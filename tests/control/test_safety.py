@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from robot_rl.control import rotations
-from robot_rl.control.safety import CommandLimits, WorkspaceBox, check_absolute_target, target_from_delta
+from robot_rl.control.safety import (
+    CommandLimits,
+    WorkspaceBox,
+    check_absolute_target,
+    target_from_delta,
+)
 from robot_rl.errors import SafetyViolation
 
 BOX = WorkspaceBox(min_m=(0.3, -0.2, 0.05), max_m=(0.7, 0.2, 0.4), rot_bound_rad=(0.2, 0.2, 1.0))

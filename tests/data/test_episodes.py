@@ -11,7 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from robot_rl.data.episodes import EpisodeBuffer, EpisodeWriter, episode_paths, iter_episodes
+from robot_rl.data.episodes import (
+    EpisodeBuffer,
+    EpisodeWriter,
+    episode_paths,
+    iter_episodes,
+)
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import load_task
 

@@ -10,7 +10,11 @@ import pytest
 import yaml
 
 from robot_rl.drivers.camera import ImageTransform, LiveCameras
-from robot_rl.drivers.camera_config import build_cameras, camera_configs_from_dict, load_camera_configs
+from robot_rl.drivers.camera_config import (
+    build_cameras,
+    camera_configs_from_dict,
+    load_camera_configs,
+)
 from robot_rl.drivers.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 from robot_rl.drivers.realsense import RealSenseCamera, RealSenseConfig
 from robot_rl.errors import ConfigError

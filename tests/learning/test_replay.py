@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_rl.learning.replay import EpisodeAssembler, FieldSpec, MixedSampler, ReplayBuffer
+from robot_rl.learning.replay import (
+    EpisodeAssembler,
+    FieldSpec,
+    MixedSampler,
+    ReplayBuffer,
+)
 
 FIELDS = {"state": FieldSpec((2,), "float32"), "images/cam": FieldSpec((4, 4, 3), "uint8")}
 

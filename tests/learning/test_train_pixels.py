@@ -35,7 +35,7 @@ def test_pixel_run_with_frozen_encoder_trains_and_checkpoints(tmp_path):
 
     state, cfg = load_agent(tmp_path / "px")
     assert cfg.obs == "pixels" and cfg.encoder.frozen
-    from robot_rl.learning.config import make_agent, make_env, layout_of, action_dim_of
+    from robot_rl.learning.config import action_dim_of, layout_of, make_agent, make_env
 
     env = make_env(cfg, render_images=True)
     try:

@@ -1,0 +1,63 @@
+"""SAC hyper-parameters, importable without torch (benchmarks and CLIs list them on machines
+that only serve the robot)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyper-parameters. Defaults follow HIL-SERL; `rlpd()` gives SERL's 10-critic set."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    n_critics: int = 2
+    critic_subsample: int | None = None
+    """Size of the random critic subset whose min forms the target (None: min over all)."""
+    critic_updates_per_actor_update: int = 2
+    discount: float = 0.97
+    tau: float = 0.005
+    lr: float = 3e-4
+    temp_init: float = 0.01
+    target_entropy: float | None = None
+    """None means −|A|/2 (A: the continuous actions)."""
+    backup_entropy: bool = True
+    layer_norm: bool = True
+    batch_size: int = 256
+    hybrid_gripper: bool = False
+    """Last action dimension is the gripper, learned by a separate discrete (DQN) critic."""
+    gripper_epsilon: float = 0.1
+    """Exploration rate of the discrete gripper during data collection."""
+    explore_std: float | None = None
+    """Data collection: None samples the SAC policy (SERL/HIL-SERL); a value acts with the policy's
+    mean plus Gaussian noise of this std in action units, clipped to [−1, 1] (TD3/DrQ-v2 style).
+    SAC's own std stays wide wherever the critic is flat in the action — on sparse-reward tasks,
+    for thousands of updates — so sampled episodes rarely succeed even when the mean does."""
+    bc_weight: float = 0.0
+    """Weight of a behaviour-cloning term on the batch's demo rows in the actor loss:
+    mean squared error of tanh(mean) to the demo action, added to −Q (Q of a sparse 0/1 task is
+    O(1)). 0 is SERL/HIL-SERL. A small weight anchors the policy near the demonstrations while
+    the critic is still flat in the action, which it is for thousands of updates on sparse rewards."""
+
+    def __post_init__(self) -> None:
+        if self.n_critics < 1:
+            raise ValueError(f"n_critics must be ≥ 1, got {self.n_critics}")
+        if self.critic_subsample is not None and not 1 <= self.critic_subsample <= self.n_critics:
+            raise ValueError(f"critic_subsample must be in [1, n_critics={self.n_critics}], got {self.critic_subsample}")
+        if self.critic_updates_per_actor_update < 1:
+            raise ValueError("critic_updates_per_actor_update must be ≥ 1")
+        if not 0.0 < self.discount < 1.0:
+            raise ValueError(f"discount must be in (0, 1), got {self.discount}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.explore_std is not None and not 0.0 <= self.explore_std <= 2.0:
+            raise ValueError(f"explore_std must be None or in [0, 2], got {self.explore_std}")
+        if self.bc_weight < 0:
+            raise ValueError(f"bc_weight must be ≥ 0, got {self.bc_weight}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be ≥ 2, got {self.batch_size}")
+
+    @staticmethod
+    def rlpd() -> SACConfig:
+        """SERL/RLPD: 10 critics, min over a random 2, 4 critic updates per actor update."""
+        return SACConfig(n_critics=10, critic_subsample=2, critic_updates_per_actor_update=4)
