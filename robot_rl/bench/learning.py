@@ -33,8 +33,7 @@ class LearningBench:
     classifier: str | None = None
     """Reward from this success classifier checkpoint instead of ground truth."""
     agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
-    """SAC settings of every run. Default: HIL-SERL's 2-critic set plus a BC term on demo rows and
-    mean + noise exploration (README, "Learning": why)."""
+    """SAC settings of every run (the `robot-rl train` default)."""
     runs_dir: str = "runs/bench"
     json: bool = False
 

@@ -32,7 +32,11 @@ class TrainConfig:
     """State runs on a twin task also observe the twin's object state (cube pose, hole position)."""
     encoder: EncoderConfig = EncoderConfig(name="resnet10", image_hw=(128, 128), frozen=True)
     """Pixel runs: image encoder per camera (frozen backbones store embeddings in the buffer)."""
-    agent: SACConfig = SACConfig()
+    agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
+    """HIL-SERL's SAC (2 critics, 2 critic updates per actor update, γ 0.97, LayerNorm) plus a BC
+    term on demo rows and mean + noise exploration: on pick_cube the plain set never succeeded in
+    its sampled episodes within 8k env steps (README, "Learning"). `--agent.bc-weight 0
+    --agent.explore-std None` is HIL-SERL exactly."""
     demos: str | None = None
     """Folder of recorded episodes (robot-rl record) for the demo buffer."""
     demo_fraction: float = 0.5

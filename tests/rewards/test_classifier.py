@@ -262,3 +262,29 @@ def test_short_training_on_twin_frames_beats_chance(tmp_path):
     assert 0.5 <= report["threshold"] <= 0.95
     assert report["fpr"] <= report["fpr_at_0.5"]  # the threshold is chosen to cut false positives
     assert load_classifier(tmp_path / "c.pt").threshold == report["threshold"]
+
+
+def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tmp_path):
+    from robot_rl.learning.config import TrainConfig, layout_of, make_env
+    from robot_rl.learning.policy import success_of
+
+    model = SuccessClassifier(("front",), EncoderConfig(image_hw=(32, 32), out_dim=8), threshold=0.9)
+    save_classifier(model, tmp_path / "c.pt")
+    cfg = TrainConfig(task="pick_cube", classifier=str(tmp_path / "c.pt"))
+    env = make_env(cfg)
+    try:
+        assert isinstance(env, ClassifierReward)
+        obs, info = env.reset(seed=0)
+        assert "front" in obs["images"] and 0.0 <= info["classifier_p"] <= 1.0
+        assert layout_of(cfg, env).images == ()  # a state run: the agent never sees the frames
+        _, reward, terminated, _, info = env.step(np.zeros(7))
+        assert reward == float(info["success"]) and terminated == info["success"]
+        # Scoring uses the twin's ground truth, not the classifier's verdict.
+        assert success_of({**info, "env_success": True, "success": False}, False, 0.0) is True
+    finally:
+        env.close()
+    learner_env = make_env(cfg, render_images=False)  # the learner only needs the spaces
+    try:
+        assert not isinstance(learner_env, ClassifierReward)
+    finally:
+        learner_env.close()
