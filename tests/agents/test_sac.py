@@ -146,3 +146,23 @@ def test_explore_std_acts_with_the_mean_plus_bounded_noise():
     assert noisy.abs().max() <= 1.0
     again = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
     assert torch.equal(noisy, again)  # the generator makes exploration reproducible
+
+
+def test_bc_term_pulls_the_mean_to_demo_actions_on_demo_rows_only():
+    a, cfg = agent(bc_weight=1.0, critic_updates_per_actor_update=1)
+    opts = make_optimizers(a, cfg)
+    b = batch(3, 128)
+    b["from_demo"] = (torch.arange(128) < 64).float()  # first half demo, second half online
+    b["action"][64:] = 0.0  # online rows: the BC term must not see these actions
+    first = update(a, opts, b, cfg)["actor_bc_mse"]
+    for _ in range(150):
+        last = update(a, opts, b, cfg)["actor_bc_mse"]
+    assert last < 0.3 * first
+    with torch.no_grad():
+        mean = a.actor.mode(b["obs"]["state"])
+    demo_err = ((mean[:64] - b["action"][:64]) ** 2).sum(-1).mean()
+    online_err = ((mean[64:] - b["action"][64:]) ** 2).sum(-1).mean()
+    assert demo_err < online_err  # fit to the demo rows, not to the online rows' actions
+    # Without demo rows (no demo buffer) the term is absent.
+    b.pop("from_demo")
+    assert "actor_bc_mse" not in update(a, opts, b, cfg)
