@@ -81,14 +81,14 @@ class SACAgent(nn.Module):
 def make_optimizers(agent: SACAgent, cfg: SACConfig) -> dict[str, torch.optim.Optimizer]:
     """Adam per loss. The encoder trains with the critic (DrQ), never with the actor."""
     critic_params = list(agent.critic.parameters()) + [p for p in agent.encoder.parameters() if p.requires_grad]
-    # foreach: one kernel per step for all tensors instead of a Python loop over parameters.
+    # fused: one kernel per step for all tensors instead of a Python loop over parameters.
     opts = {
-        "critic": torch.optim.Adam(critic_params, lr=cfg.lr, foreach=True),
-        "actor": torch.optim.Adam(agent.actor.parameters(), lr=cfg.lr, foreach=True),
+        "critic": torch.optim.Adam(critic_params, lr=cfg.lr, fused=True),
+        "actor": torch.optim.Adam(agent.actor.parameters(), lr=cfg.lr, fused=True),
         "temperature": torch.optim.Adam([agent.log_alpha], lr=cfg.lr),
     }
     if cfg.hybrid_gripper:
-        opts["gripper"] = torch.optim.Adam(agent.grip_critic.parameters(), lr=cfg.lr, foreach=True)
+        opts["gripper"] = torch.optim.Adam(agent.grip_critic.parameters(), lr=cfg.lr, fused=True)
     return opts
 
 

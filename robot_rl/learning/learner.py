@@ -55,6 +55,7 @@ class Learner:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
         torch.set_num_threads(cfg.torch_threads)
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
         torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
         env = make_env(cfg, render_images=cfg.obs == "pixels")
         try:
