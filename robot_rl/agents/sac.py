@@ -48,6 +48,24 @@ class SACAgent(nn.Module):
         if cfg.hybrid_gripper:
             self.grip_critic = mlp(feature_dim + self.cont_dim, cfg.hidden, GRIPPER_CLASSES, layer_norm=cfg.layer_norm)
             self.target_grip_critic = copy.deepcopy(self.grip_critic).requires_grad_(False)
+        if cfg.residual_scale is not None:
+            if cfg.hybrid_gripper:
+                raise ValueError("residual_scale and hybrid_gripper do not combine: the residual covers every action")
+            last = self.actor.net[-1]
+            with torch.no_grad():  # zero residual mean, smallest-but-one std: the base acts alone at first
+                last.weight.zero_()
+                last.bias.zero_()
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        """Updates done (resumes with the state dict; drives the actor warm-up)."""
+
+    def critic_action(self, obs: dict, action: torch.Tensor) -> torch.Tensor:
+        """The action the critic scores for the agent's `action` (B, cont_dim): the action itself,
+        or with `residual_scale` the executed clip(base + scale · residual), base read off the state."""
+        scale = self.cfg.residual_scale
+        if scale is None:
+            return action
+        base = obs["state"][:, : self.cont_dim]
+        return (base + scale * action).clamp(-1.0, 1.0)
 
     # ---- acting ------------------------------------------------------------------------------
 
@@ -104,12 +122,14 @@ def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Ten
         members = None
         if cfg.critic_subsample is not None and cfg.critic_subsample < cfg.n_critics:
             members = torch.randperm(cfg.n_critics)[: cfg.critic_subsample]
+        next_action = agent.critic_action(batch["next_obs"], next_action)
         target_q = agent.target_critic(torch.cat([next_features, next_action], -1), members).squeeze(-1)
         next_v = target_q.min(0).values
         if cfg.backup_entropy:
             next_v = next_v - agent.alpha * next_log_prob
         target = batch["reward"] + cfg.discount * batch["mask"] * next_v
-    q = agent.critic(torch.cat([features, batch["action"][:, : agent.cont_dim]], -1)).squeeze(-1)
+    q = agent.critic(torch.cat([features, agent.critic_action(batch["obs"], batch["action"][:, : agent.cont_dim])],
+                               -1)).squeeze(-1)
     loss = ((q - target.unsqueeze(0)) ** 2).mean(1).sum()  # sum over members: each head learns at full rate
     return loss, {"critic_loss": loss.item() / cfg.n_critics, "q_mean": q.mean().item(),
                   "target_mean": target.mean().item()}
@@ -121,6 +141,10 @@ def actor_loss(agent: SACAgent, features: torch.Tensor, batch: dict | None = Non
     actions of `batch`'s demo rows); also returns the log-probs for the temperature."""
     mean, log_std = agent.actor(features)
     action, log_prob = agent.actor.sample_from(mean, log_std)
+    if agent.cfg.residual_scale is not None:
+        if batch is None:
+            raise ValueError("a residual agent's actor loss needs the batch (the base action is in its state)")
+        action = agent.critic_action(batch["obs"], action)
     q = agent.critic(torch.cat([features, action], -1)).squeeze(-1).mean(0)
     loss = (agent.alpha.detach() * log_prob - q).mean()
     metrics = {"entropy": -log_prob.mean().item()}
@@ -180,6 +204,9 @@ def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict,
         soft_update(agent.target_critic, agent.critic, cfg.tau)
         soft_update(agent.target_encoder, agent.encoder, cfg.tau)
         metrics.update(m)
+    agent.updates += 1
+    if int(agent.updates) <= cfg.actor_warmup_updates:
+        return metrics  # critic warm-up: the actor and temperature wait
     with torch.no_grad():
         features = agent.encoder(mb["obs"])
     agent.critic.requires_grad_(False)  # the actor's backward needs no critic weight gradients

@@ -39,7 +39,21 @@ class SACConfig:
     O(1)). 0 is SERL/HIL-SERL. A small weight anchors the policy near the demonstrations while
     the critic is still flat in the action, which it is for thousands of updates on sparse rewards."""
 
+    residual_scale: float | None = None
+    """Residual RL over a frozen base policy (ResiP / ResFiT): the actor outputs a residual r in
+    [−1, 1], the env executes clip(base + residual_scale · r) in the base's normalized units, and
+    the critic scores that executed sum. The base action must be the first action_dim entries of
+    the state (robot_rl.finetune.wrappers.ResidualEnv puts it there). The actor's mean layer starts
+    at zero, so the untrained residual leaves the base unchanged."""
+    actor_warmup_updates: int = 0
+    """Updates that train only the critic before the actor and temperature start (critic warm-up:
+    a residual policy should not move before its critic knows the base's values)."""
+
     def __post_init__(self) -> None:
+        if self.residual_scale is not None and not 0.0 < self.residual_scale <= 2.0:
+            raise ValueError(f"residual_scale must be None or in (0, 2], got {self.residual_scale}")
+        if self.actor_warmup_updates < 0:
+            raise ValueError(f"actor_warmup_updates must be ≥ 0, got {self.actor_warmup_updates}")
         if self.n_critics < 1:
             raise ValueError(f"n_critics must be ≥ 1, got {self.n_critics}")
         if self.critic_subsample is not None and not 1 <= self.critic_subsample <= self.n_critics:

@@ -90,6 +90,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                        "Record twin episodes labeled by ground truth for a success classifier."),
     "train-classifier": ("robot_rl.rewards.classifier:ClassifierConfig", "robot_rl.rewards.classifier:run",
                          "Train a success classifier on recorded frames; reports held-out accuracy, FPR, FNR."),
+    "train-bc": ("robot_rl.learning.train_bc:TrainBCConfig", "robot_rl.learning.train_bc:run",
+                 "Train a diffusion BC policy on recorded episodes (a base for robot-rl finetune)."),
+    "finetune": ("robot_rl.finetune.run:FinetuneConfig", "robot_rl.finetune.run:run",
+                 "Fine-tune a frozen diffusion BC base: residual-sac, residual-ppo, dsrl-sac, dsrl-na."),
     "plot": ("robot_rl.learning.plot:PlotConfig", "robot_rl.learning.plot:run",
              "Plot success rate vs env steps (IQM and bootstrap band across seeds) as PNG."),
     "bench": ("robot_rl.bench:BenchConfig", "robot_rl.cli.main:run_bench",
@@ -99,7 +103,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tasks": ("robot_rl.cli.main:TasksConfig", "robot_rl.cli.main:run_tasks",
               "List the task specs in tasks/ (or print one with --name)."),
 }
-PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier"}
+PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier", "train-bc", "finetune"}
 """Runners that return a summary dict, printed as one JSON line."""
 
 

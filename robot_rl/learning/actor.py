@@ -253,6 +253,8 @@ class Actor:
             self._throttle()
             action = policy_action(self.agent, obs_batch(self.layout, obs), deterministic=False, generator=self.gen)
             action, intervening = self.intervener.decide(obs, info, action)
+            if intervening and hasattr(self.env, "agent_action"):
+                action = self.env.agent_action(action)  # e.g. a residual: record what the agent would output
             next_obs, reward, terminated, truncated, next_info = self.env.step(self.scaler.to_env(action))
             self.env_steps += 1
             length += 1

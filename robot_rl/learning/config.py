@@ -64,6 +64,9 @@ class TrainConfig:
     """Added to the gripper critic's reward when the gripper changes state (hybrid gripper only)."""
     classifier: str | None = None
     """Reward from a success classifier checkpoint instead of the task's ground truth."""
+    base: str | None = None
+    """Residual RL: a frozen diffusion BC checkpoint (robot-rl train-bc) the agent corrects; needs
+    --agent.residual-scale (robot-rl finetune --method residual-sac sets it)."""
     seed: int = 0
     run: str = ""
     """Run name (default: <task or env>_<obs>_s<seed>)."""
@@ -94,6 +97,9 @@ class TrainConfig:
             raise ConfigError("learning_starts and eval_episodes must be ≥ 0 and utd > 0")
         if not 0.0 <= self.demo_fraction <= 1.0:
             raise ConfigError(f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
+        if (self.base is None) != (self.agent.residual_scale is None):
+            raise ConfigError("a residual run needs both --base CKPT and --agent.residual-scale (e.g. 0.1); "
+                              "`robot-rl finetune --method residual-sac` sets both")
 
     @property
     def run_name(self) -> str:
@@ -135,7 +141,26 @@ def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
         from robot_rl.rewards.classifier import ClassifierReward
 
         env = ClassifierReward(env, cfg.classifier)
+    if cfg.base is not None:
+        env = _residual_env(cfg, env)
     return env
+
+
+_BASES: dict = {}
+
+
+def _residual_env(cfg: TrainConfig, env: gym.Env) -> gym.Env:
+    from robot_rl.finetune.wrappers import ResidualEnv
+    from robot_rl.learning.train_bc import load_base
+
+    if cfg.base not in _BASES:  # the actor's eval and training envs share one loaded base
+        _BASES[cfg.base] = load_base(cfg.base)
+    base = _BASES[cfg.base]
+    if cfg.env is None and base.train.task != cfg.task:
+        raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, this run's task is {cfg.task!r}")
+    if base.layout.images and not ObsLayout.of(env.observation_space).images:
+        raise ConfigError(f"base {cfg.base} sees cameras: run with --obs pixels")
+    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scale, seed=cfg.seed)
 
 
 def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:

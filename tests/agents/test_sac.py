@@ -166,3 +166,34 @@ def test_bc_term_pulls_the_mean_to_demo_actions_on_demo_rows_only():
     # Without demo rows (no demo buffer) the term is absent.
     b.pop("from_demo")
     assert "actor_bc_mse" not in update(a, opts, b, cfg)
+
+
+def test_residual_agent_starts_at_zero_and_scores_the_executed_sum():
+    ag, c = agent(residual_scale=0.1)
+    b = batch()
+    res = ag.act(b["obs"], deterministic=True)
+    assert torch.equal(res, torch.zeros_like(res))  # zero-initialized mean: the base acts alone
+    r = torch.rand(B, A) * 2 - 1
+    executed = ag.critic_action(b["obs"], r)
+    expected = (b["obs"]["state"][:, :A] + 0.1 * r).clamp(-1, 1)
+    assert torch.allclose(executed, expected)
+    # The critic's input is the executed action: two residuals that execute the same clipped
+    # action get the same Q.
+    obs = {"state": torch.zeros(1, D)}
+    obs["state"][0, :A] = 0.95
+    a1, a2 = ag.critic_action(obs, torch.ones(1, A)), ag.critic_action(obs, torch.full((1, A), 0.6))
+    assert torch.equal(a1, a2)
+
+
+def test_actor_warmup_trains_only_the_critic_first():
+    ag, c = agent(actor_warmup_updates=3, critic_updates_per_actor_update=1)
+    opts = make_optimizers(ag, c)
+    actor0 = [p.clone() for p in ag.actor.parameters()]
+    critic0 = [p.clone() for p in ag.critic.parameters()]
+    for i in range(3):
+        update(ag, opts, batch(i), c)
+    assert all(torch.equal(a, b) for a, b in zip(actor0, ag.actor.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(critic0, ag.critic.parameters()))
+    update(ag, opts, batch(3), c)
+    assert not all(torch.equal(a, b) for a, b in zip(actor0, ag.actor.parameters()))
+    assert int(ag.updates) == 4 and "updates" in ag.state_dict()

@@ -1,0 +1,263 @@
+"""DSRL: reinforcement learning in a frozen diffusion policy's latent-noise space (Wagenmaker et al.).
+
+The agent's action is the initial noise w of the base's DDIM sampler (bounded by `noise_bound`);
+the base maps (observation, w) to an action chunk deterministically and `NoiseActionEnv`
+executes it. Two variants:
+
+- DSRL-SAC: plain SAC on the noise-action env (a chunk is one transition).
+- DSRL-NA (noise aliasing): an action critic Q_A(s, a) trained by TD on the executed chunks, a
+  noise critic Q_W(s, w) distilled from Q_A(s, π_dp(s, w)) with w ~ N(0, I) (so noises that
+  the base maps to the same actions share their value), and the SAC actor maximizing Q_W.
+
+Only black-box access to the base is needed: `sample(obs, noise)`. Losses are pure functions of
+(agent, batch); `train_dsrl` runs the in-process loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from robot_rl.agents.nets import EnsembleMLP, soft_update
+from robot_rl.agents.obs_encoder import ObsEncoder
+from robot_rl.agents.sac import SACAgent, actor_loss, make_optimizers, temperature_loss, update
+from robot_rl.agents.sac_config import SACConfig
+from robot_rl.finetune.wrappers import NoiseActionEnv
+from robot_rl.learning.policy import success_of
+
+
+@dataclass(frozen=True)
+class DSRLConfig:
+    """Noise-space agent settings."""
+
+    noise_bound: float = 1.5
+    """|w| ≤ noise_bound per dimension (DSRL: 1 … 2.5)."""
+    sac: SACConfig = SACConfig(n_critics=2, critic_updates_per_actor_update=1, discount=0.97)
+    """The noise-space SAC agent (HIL-SERL's critic set; one chunk is one transition)."""
+    utd: float = 2.0
+    """Updates per chunk step."""
+    learning_starts: int = 100
+    """Chunk steps collected before updates start."""
+    action_critic_hidden: tuple[int, ...] = (256, 256)
+    """DSRL-NA's action critic."""
+
+
+@dataclass
+class ChunkReplay:
+    """Transitions between chunk decisions: noise action, executed (normalized, padded) chunk,
+    summed reward."""
+
+    capacity: int
+    obs_dim: int
+    noise_dim: int
+    exec_dim: int
+    obs: np.ndarray = field(init=False)
+    next_obs: np.ndarray = field(init=False)
+    action: np.ndarray = field(init=False)
+    executed: np.ndarray = field(init=False)
+    reward: np.ndarray = field(init=False)
+    mask: np.ndarray = field(init=False)
+    written: int = 0
+
+    def __post_init__(self) -> None:
+        self.obs = np.zeros((self.capacity, self.obs_dim), np.float32)
+        self.next_obs = np.zeros((self.capacity, self.obs_dim), np.float32)
+        self.action = np.zeros((self.capacity, self.noise_dim), np.float32)
+        self.executed = np.zeros((self.capacity, self.exec_dim), np.float32)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.mask = np.zeros(self.capacity, np.float32)
+
+    def __len__(self) -> int:
+        return min(self.written, self.capacity)
+
+    def add(self, obs, next_obs, action, executed, reward: float, terminated: bool) -> None:
+        i = self.written % self.capacity
+        self.obs[i], self.next_obs[i], self.action[i], self.executed[i] = obs, next_obs, action, executed
+        self.reward[i], self.mask[i] = reward, 0.0 if terminated else 1.0
+        self.written += 1
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict:
+        idx = rng.integers(0, len(self), n)
+        t = torch.from_numpy
+        return {"obs": {"state": t(self.obs[idx])}, "next_obs": {"state": t(self.next_obs[idx])},
+                "action": t(self.action[idx]), "executed": t(self.executed[idx]), "reward": t(self.reward[idx]),
+                "mask": t(self.mask[idx])}
+
+
+class ActionCritic(torch.nn.Module):
+    """DSRL-NA's Q_A(s, executed chunk): an ensemble with a target copy."""
+
+    def __init__(self, obs_dim: int, exec_dim: int, cfg: DSRLConfig) -> None:
+        super().__init__()
+        self.q = EnsembleMLP(cfg.sac.n_critics, obs_dim + exec_dim, cfg.action_critic_hidden, 1)
+        self.target = copy.deepcopy(self.q).requires_grad_(False)
+
+
+def executed_chunk(env: NoiseActionEnv, history: torch.Tensor, noise_action: torch.Tensor) -> torch.Tensor:
+    """(B, action_horizon · A): the base's executed actions for noise actions in [−1, 1],
+    in the base's normalized units."""
+    chunk = env.policy.sample(env.history_batch(history), env.noise_of(noise_action))
+    start = env.policy.cfg.obs_horizon - 1
+    executed = chunk[:, start:start + env.policy.cfg.action_horizon]
+    return env.policy.action_norm.normalize(executed).clamp(-1, 1).flatten(1)
+
+
+def na_losses(agent: SACAgent, qa: ActionCritic, env: NoiseActionEnv, batch: dict, cfg: DSRLConfig,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(action-critic TD loss, noise-critic distillation loss, metrics)."""
+    sac = cfg.sac
+    features = agent.encoder(batch["obs"])
+    with torch.no_grad():
+        next_features = agent.encoder(batch["next_obs"])
+        next_noise, _ = agent.actor.sample(next_features)
+        next_exec = executed_chunk(env, batch["next_obs"]["state"], next_noise)
+        members = None
+        if sac.critic_subsample is not None and sac.critic_subsample < sac.n_critics:
+            members = torch.randperm(sac.n_critics)[: sac.critic_subsample]
+        next_q = qa.target(torch.cat([next_features, next_exec], -1), members).squeeze(-1).min(0).values
+        target = batch["reward"] + sac.discount * batch["mask"] * next_q
+    q = qa.q(torch.cat([features, batch["executed"]], -1)).squeeze(-1)
+    td = ((q - target.unsqueeze(0)) ** 2).mean(1).sum()
+    # Distill: Q_W(s, w) ≈ Q_A(s, π_dp(s, w)) for w ~ N(0, I) within the bound.
+    with torch.no_grad():
+        b = features.shape[0]
+        w = torch.randn((b, agent.action_dim), generator=generator).clamp(-cfg.noise_bound, cfg.noise_bound)
+        w_action = w / cfg.noise_bound
+        exec_w = executed_chunk(env, batch["obs"]["state"], w_action)
+        distill_target = qa.q(torch.cat([features.detach(), exec_w], -1)).squeeze(-1).mean(0)
+    qw = agent.critic(torch.cat([features.detach(), w_action], -1)).squeeze(-1)
+    distill = ((qw - distill_target.unsqueeze(0)) ** 2).mean(1).sum()
+    return td, distill, {"action_critic_loss": td.item() / sac.n_critics, "noise_critic_loss": distill.item() / sac.n_critics,
+                         "q_action_mean": q.mean().item()}
+
+
+def na_update(agent: SACAgent, qa: ActionCritic, opts: dict, env: NoiseActionEnv, batch: dict, cfg: DSRLConfig,
+              generator: torch.Generator | None = None) -> dict:
+    td, distill, metrics = na_losses(agent, qa, env, batch, cfg, generator)
+    opts["action_critic"].zero_grad(set_to_none=True)
+    opts["critic"].zero_grad(set_to_none=True)
+    (td + distill).backward()
+    opts["action_critic"].step()
+    opts["critic"].step()
+    soft_update(qa.target, qa.q, cfg.sac.tau)
+    with torch.no_grad():
+        features = agent.encoder(batch["obs"])
+    agent.critic.requires_grad_(False)
+    try:
+        loss, log_prob, m = actor_loss(agent, features)
+        opts["actor"].zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        agent.critic.requires_grad_(True)
+    opts["actor"].step()
+    metrics.update(m)
+    loss, m = temperature_loss(agent, log_prob)
+    opts["temperature"].zero_grad(set_to_none=True)
+    loss.backward()
+    opts["temperature"].step()
+    metrics.update(m)
+    return metrics
+
+
+def make_noise_agent(env: NoiseActionEnv, cfg: DSRLConfig) -> SACAgent:
+    obs_dim = env.observation_space["history"].shape[0]
+    encoder = ObsEncoder(obs_dim)
+    # The base's own min-max statistics, one copy per history frame.
+    h = env.policy.cfg.obs_horizon
+    encoder.state_mean.copy_(env.policy.obs_encoder.state_mean.repeat(h))
+    encoder.state_inv_std.copy_(env.policy.obs_encoder.state_inv_std.repeat(h))
+    return SACAgent(encoder, obs_dim, env.action_space.shape[0], cfg.sac)
+
+
+def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, seed: int) -> dict:
+    """Deterministic (mean noise) episodes: success rate and mean primitive steps."""
+    rng = np.random.default_rng(seed)
+    successes, steps = [], []
+    for _ in range(episodes):
+        obs, info = env.reset(seed=int(rng.integers(2**31)))
+        n = 0
+        while True:
+            action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)}, deterministic=True)[0].numpy()
+            obs, reward, terminated, truncated, info = env.step(action)
+            n += info["primitive_steps"]
+            if terminated or truncated:
+                break
+        successes.append(success_of(info, terminated, reward))
+        steps.append(n)
+    return {"success_rate": float(np.mean(successes)), "episodes": episodes, "mean_steps": float(np.mean(steps))}
+
+
+def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *, variant: str, env_steps: int,
+               eval_every: int, eval_episodes: int, seed: int,
+               on_eval: Callable[[int, dict], None] | None = None,
+               on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Train until `env_steps` primitive env steps; evaluate every `eval_every` (and at 0 and the end)."""
+    if variant not in ("sac", "na"):
+        raise ValueError(f"variant must be 'sac' or 'na', got {variant!r}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    agent = make_noise_agent(env, cfg)
+    opts = make_optimizers(agent, cfg.sac)
+    obs_dim = env.observation_space["history"].shape[0]
+    exec_dim = env.policy.cfg.action_horizon * env.policy.action_dim
+    qa = None
+    if variant == "na":
+        qa = ActionCritic(obs_dim, exec_dim, cfg)
+        opts["action_critic"] = torch.optim.Adam(qa.q.parameters(), lr=cfg.sac.lr)
+    capacity = env_steps + 16
+    replay = ChunkReplay(capacity, obs_dim, agent.action_dim, exec_dim)
+    evals = []
+
+    def evaluate(at: int) -> None:
+        agent.eval()
+        result = evaluate_noise_agent(agent, eval_env, eval_episodes, seed + 10_000 + at) | {"env_step": at}
+        agent.train()
+        evals.append(result)
+        if on_eval is not None:
+            on_eval(at, result)
+
+    if eval_episodes:
+        evaluate(0)
+    next_eval = eval_every
+    steps = chunk_steps = updates = 0
+    update_debt = 0.0
+    metrics: dict = {}
+    obs, info = env.reset(seed=int(rng.integers(2**31)))
+    while steps < env_steps:
+        with torch.no_grad():
+            action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)}, deterministic=False,
+                               generator=gen)[0].numpy()
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        executed = env.to_normalized(info["executed_actions"]).astype(np.float32)
+        if executed.shape[0] < env.policy.cfg.action_horizon:  # episode ended mid-chunk: pad with the last action
+            executed = np.concatenate([executed, np.repeat(executed[-1:], env.policy.cfg.action_horizon - executed.shape[0], 0)])
+        replay.add(obs["history"], next_obs["history"], action, executed.reshape(-1), reward, terminated)
+        steps += info["primitive_steps"]
+        chunk_steps += 1
+        obs = next_obs
+        if terminated or truncated:
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+        if chunk_steps >= cfg.learning_starts:
+            update_debt += cfg.utd
+            while update_debt >= 1.0:
+                batch = replay.sample(cfg.sac.batch_size * (cfg.sac.critic_updates_per_actor_update if variant == "sac" else 1), rng)
+                if variant == "sac":
+                    metrics = update(agent, opts, batch, cfg.sac)
+                else:
+                    metrics = na_update(agent, qa, opts, env, batch, cfg, gen)
+                updates += 1
+                update_debt -= 1.0
+        if on_step is not None:
+            on_step(steps, metrics)
+        if eval_episodes and steps >= next_eval and steps < env_steps:
+            evaluate(steps)
+            next_eval = (steps // eval_every + 1) * eval_every
+    if eval_episodes:
+        evaluate(steps)
+    return {"env_steps": steps, "chunk_steps": chunk_steps, "updates": updates, "evals": evals,
+            "agent": agent, "action_critic": qa}

@@ -1,0 +1,187 @@
+"""Residual PPO over a frozen diffusion BC base (ResiP, Ankile et al.): many in-process twin envs
+(a gymnasium vector env of `ResidualEnv`s), GAE, clipped surrogate objective.
+
+The residual's mean layer starts at zero, so the first rollouts are the base plus exploration
+noise of `init_std` (in residual units, × the wrapper's scale in normalized actions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from robot_rl.agents.nets import mlp
+from robot_rl.learning.obs import ObsLayout
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """ResiP's settings where they fit a CPU (it ran thousands of GPU envs)."""
+
+    num_envs: int = 8
+    rollout_steps: int = 128
+    """Steps per env per rollout."""
+    discount: float = 0.999
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4
+    minibatches: int = 4
+    lr: float = 3e-4
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    init_std: float = 0.5
+    hidden: tuple[int, ...] = (256, 256)
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1 or self.rollout_steps < 1 or self.epochs < 1 or self.minibatches < 1:
+            raise ValueError("num_envs, rollout_steps, epochs and minibatches must be ≥ 1")
+        if not 0.0 < self.discount <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError("discount must be in (0, 1] and gae_lambda in [0, 1]")
+
+
+class ResidualActorCritic(nn.Module):
+    """Gaussian residual policy (zero-initialized mean, state-independent log std) and a value
+    function, both over the standardized state (which holds the base action)."""
+
+    def __init__(self, state_dim: int, action_dim: int, cfg: PPOConfig) -> None:
+        super().__init__()
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_inv_std", torch.ones(state_dim))
+        self.actor = mlp(state_dim, cfg.hidden, action_dim)
+        self.critic = mlp(state_dim, cfg.hidden, 1)
+        self.log_std = nn.Parameter(torch.full((action_dim,), math.log(cfg.init_std)))
+        with torch.no_grad():
+            self.actor[-1].weight.zero_()
+            self.actor[-1].bias.zero_()
+
+    def _x(self, state: torch.Tensor) -> torch.Tensor:
+        return ((state - self.state_mean) * self.state_inv_std).clamp(-10, 10)
+
+    def dist(self, state: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self.actor(self._x(state)), self.log_std.exp())
+
+    def value(self, state: torch.Tensor) -> torch.Tensor:
+        return self.critic(self._x(state)).squeeze(-1)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
+        done: torch.Tensor, discount: float, lam: float) -> torch.Tensor:
+    """Advantages (T, N). `next_values` (T, N) is V of each step's true next observation (the
+    final one at episode ends: truncation bootstraps, termination does not); `done` cuts the
+    λ-trace between episodes."""
+    t_max = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(t_max)):
+        delta = rewards[t] + discount * (1.0 - terminated[t]) * next_values[t] - values[t]
+        last = delta + discount * lam * (1.0 - done[t]) * last
+        adv[t] = last
+    return adv
+
+
+def ppo_loss(model: ResidualActorCritic, batch: dict, cfg: PPOConfig) -> tuple[torch.Tensor, dict]:
+    dist = model.dist(batch["state"])
+    log_prob = dist.log_prob(batch["action"]).sum(-1)
+    ratio = (log_prob - batch["log_prob"]).exp()
+    adv = batch["advantage"]
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+    value_loss = ((model.value(batch["state"]) - batch["return"]) ** 2).mean()
+    entropy = dist.entropy().sum(-1).mean()
+    loss = -surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+    return loss, {"policy_loss": -surrogate.item(), "value_loss": value_loss.item(), "entropy": entropy.item(),
+                  "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item()}
+
+
+def train_ppo(make_env: Callable[[], object], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
+              eval_fn: Callable[[ResidualActorCritic, int], dict] | None = None, eval_every: int = 50_000,
+              seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None) -> dict:
+    """Train until `env_steps` env steps (over all envs)."""
+    import gymnasium as gym
+
+    torch.manual_seed(seed)
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(cfg.num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    action_dim = envs.single_action_space.shape[0]
+    model = ResidualActorCritic(layout.state_dim, action_dim, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
+
+    def states(obs) -> np.ndarray:
+        return np.stack([layout.state_vector(_index(obs, i)) for i in range(cfg.num_envs)])
+
+    obs, _ = envs.reset(seed=seed)
+    s = states(obs)
+    with torch.no_grad():  # standardize with the first observations (the base action stays unscaled)
+        first = torch.from_numpy(s)
+        model.state_mean.copy_(first.mean(0))
+        model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(1e-2) if cfg.num_envs > 1 else torch.ones_like(first[0]))
+    steps, evals, successes = 0, [], []
+    next_eval = 0
+    try:
+        while steps < env_steps:
+            if eval_fn is not None and steps >= next_eval:
+                evals.append(eval_fn(model, steps) | {"env_step": steps})
+                next_eval += eval_every
+            buf = {k: [] for k in ("state", "action", "log_prob", "reward", "value", "next_value", "terminated", "done")}
+            for _ in range(cfg.rollout_steps):
+                st = torch.from_numpy(s)
+                with torch.no_grad():
+                    dist = model.dist(st)
+                    action = dist.sample()
+                    log_prob = dist.log_prob(action).sum(-1)
+                    value = model.value(st)
+                obs, reward, terminated, truncated, info = envs.step(action.clamp(-1, 1).numpy())
+                next_s = states(obs)
+                done = np.logical_or(terminated, truncated)
+                true_next = next_s.copy()
+                if done.any():  # SAME_STEP autoreset: the true final observation is in info
+                    for i in np.flatnonzero(done):
+                        true_next[i] = layout.state_vector(_index(info["final_obs"], i))
+                        successes.append(bool(_index(info["final_info"], i).get("success", False)))
+                with torch.no_grad():
+                    next_value = model.value(torch.from_numpy(true_next))
+                for k, v in (("state", st), ("action", action), ("log_prob", log_prob), ("value", value),
+                             ("next_value", next_value), ("reward", torch.as_tensor(reward, dtype=torch.float32)),
+                             ("terminated", torch.as_tensor(terminated, dtype=torch.float32)),
+                             ("done", torch.as_tensor(done, dtype=torch.float32))):
+                    buf[k].append(v)
+                s = next_s
+                steps += cfg.num_envs
+            b = {k: torch.stack(v) for k, v in buf.items()}
+            adv = gae(b["reward"], b["value"], b["next_value"], b["terminated"], b["done"], cfg.discount, cfg.gae_lambda)
+            flat = {"state": b["state"].flatten(0, 1), "action": b["action"].flatten(0, 1),
+                    "log_prob": b["log_prob"].flatten(0, 1), "return": (adv + b["value"]).flatten(0, 1)}
+            a = adv.flatten()
+            flat["advantage"] = (a - a.mean()) / (a.std() + 1e-8)
+            n = a.shape[0]
+            mb = n // cfg.minibatches
+            metrics = {}
+            for _ in range(cfg.epochs):
+                perm = torch.randperm(n)
+                for start in range(0, n - mb + 1, mb):
+                    idx = perm[start:start + mb]
+                    loss, metrics = ppo_loss(model, {k: v[idx] for k, v in flat.items()}, cfg)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+            metrics["train_success_rate"] = float(np.mean(successes[-50:])) if successes else None
+            if on_rollout is not None:
+                on_rollout(steps, metrics)
+        if eval_fn is not None:
+            evals.append(eval_fn(model, steps) | {"env_step": steps})
+    finally:
+        envs.close()
+    return {"env_steps": steps, "evals": evals, "model": model}
+
+
+def _index(tree, i: int):
+    """Env i's entry of a vector env's batched (nested dict) observation or info."""
+    if isinstance(tree, dict):
+        return {k: _index(v, i) for k, v in tree.items() if not k.startswith("_")}
+    return tree[i]

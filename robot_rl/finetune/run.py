@@ -1,0 +1,244 @@
+"""`robot-rl finetune --base CKPT --method M`: lift a frozen diffusion BC policy with RL.
+
+    residual-sac  residual SAC in the distributed actor/learner (interventions, --server for a
+                  physical arm): the real-arm path
+    residual-ppo  ResiP: residual PPO over many in-process twin envs
+    dsrl-sac      SAC in the base's latent-noise space
+    dsrl-na       DSRL with noise aliasing: action critic on executed chunks, distilled noise critic
+
+Every method writes runs/<run>/metrics.jsonl with eval lines (success rate vs env steps; env
+steps always count primitive steps of the env, also when an agent decides once per chunk), so
+`robot-rl plot` compares them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from robot_rl.agents.sac_config import SACConfig
+from robot_rl.errors import ConfigError
+from robot_rl.finetune.dsrl import DSRLConfig
+from robot_rl.finetune.ppo import PPOConfig
+
+METHODS = ("residual-sac", "residual-ppo", "dsrl-sac", "dsrl-na")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tune a frozen diffusion BC base (robot-rl train-bc) with residual RL or DSRL."""
+
+    base: str
+    """Diffusion BC checkpoint (robot-rl train-bc --out …)."""
+    method: Literal["residual-sac", "residual-ppo", "dsrl-sac", "dsrl-na"] = "residual-sac"
+    task: str | None = None
+    """Default: the task the base was trained on."""
+    env_steps: int = 20_000
+    """Budget in env steps (primitive steps, whatever the method)."""
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    seed: int = 0
+    run: str = ""
+    """Run folder name (default: <task>_<method>_s<seed>)."""
+    runs_dir: str = "runs"
+    server: str | None = None
+    """residual-sac on a physical arm: its robot PC (default: the embedded twin)."""
+    keys_dir: str | None = None
+    intervention: Literal["none", "scripted", "keyboard", "spacemouse"] = "none"
+    """residual-sac: who may take over (their actions are stored as residuals)."""
+    residual: SACConfig = SACConfig(residual_scale=0.1, actor_warmup_updates=1_000, explore_std=0.5,
+                                    critic_updates_per_actor_update=1)
+    """residual-sac agent: residual 0.1 in normalized units, 1000 critic-only updates first,
+    exploration noise 0.5 in residual units (0.05 in actions)."""
+    dsrl: DSRLConfig = DSRLConfig()
+    ppo: PPOConfig = PPOConfig()
+    residual_scale_ppo: float = 0.1
+    learning_starts: int = 500
+    """residual-sac: env steps before updates start."""
+
+    def __post_init__(self) -> None:
+        if self.env_steps < 1 or self.eval_every < 1 or self.eval_episodes < 0:
+            raise ConfigError("env_steps and eval_every must be ≥ 1, eval_episodes ≥ 0")
+        if self.method != "residual-sac" and (self.server is not None or self.intervention != "none"):
+            raise ConfigError(f"--server and --intervention go with residual-sac (the distributed path), "
+                              f"not {self.method}")
+        if self.residual.residual_scale is None:
+            raise ConfigError("--residual.residual-scale must be set (e.g. 0.1)")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or f"{self.task}_{self.method}_s{self.seed}"
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    from robot_rl.learning.train_bc import load_base
+
+    base = load_base(cfg.base)
+    if cfg.task is not None and cfg.task != base.train.task:
+        raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, not {cfg.task!r}")
+    cfg = replace(cfg, task=base.train.task)
+    base_eval = (base.extra.get("evaluation") or {}).get("success_rate")
+    t0 = time.monotonic()
+    if cfg.method == "residual-sac":
+        result = _residual_sac(cfg, base)
+    elif cfg.method == "residual-ppo":
+        result = _residual_ppo(cfg, base)
+    else:
+        result = _dsrl(cfg, base)
+    return {"method": cfg.method, "task": cfg.task, "base": cfg.base, "base_success_rate": base_eval,
+            "run_dir": f"{cfg.runs_dir}/{cfg.run_name}", "wall_min": round((time.monotonic() - t0) / 60, 2), **result}
+
+
+def _residual_sac(cfg: FinetuneConfig, base) -> dict:
+    from robot_rl.learning.runs import read_metrics
+    from robot_rl.learning.train import TrainCommand, run_train
+
+    kwargs = {} if cfg.server is None else {"server": cfg.server, "keys_dir": cfg.keys_dir}
+    cmd = TrainCommand(task=cfg.task, obs=base.train.obs, privileged=base.train.privileged, encoder=base.train.encoder,
+                       agent=cfg.residual, base=cfg.base, env_steps=cfg.env_steps, eval_every=cfg.eval_every,
+                       eval_episodes=cfg.eval_episodes, intervention=cfg.intervention, seed=cfg.seed,
+                       run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
+                       learning_starts=cfg.learning_starts, max_lead_steps=None if cfg.server else 250)
+    summary = run_train(cmd)
+    evals = read_metrics(f"{cfg.runs_dir}/{cfg.run_name}", "eval")
+    return {"env_steps": summary["env_steps"], "evals": [_eval_point(e) for e in evals]}
+
+
+def _eval_point(e: dict) -> dict:
+    return {"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
+
+
+def _twin_env(task: str, base, *, in_process: bool = True):
+    from robot_rl.envs.robot_env import RobotEnv
+
+    return RobotEnv(task, in_process=in_process, image_obs=bool(base.layout.images),
+                    privileged_obs=base.train.privileged and base.train.obs == "state")
+
+
+def _dsrl(cfg: FinetuneConfig, base) -> dict:
+    from robot_rl.finetune.dsrl import train_dsrl
+    from robot_rl.finetune.wrappers import NoiseActionEnv
+    from robot_rl.learning.runs import MetricsWriter, RunDir
+
+    variant = "sac" if cfg.method == "dsrl-sac" else "na"
+    env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound, seed=cfg.seed)
+    eval_env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound,
+                              seed=cfg.seed + 1)
+    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg) as run_dir, MetricsWriter(run_dir) as metrics, \
+            _progress(cfg) as progress:
+        def on_eval(step: int, r: dict) -> None:
+            metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"], mean_steps=r["mean_steps"],
+                               cycle_time_s=None)
+            progress.eval(step, r["success_rate"])
+
+        last_log = [0]
+
+        def on_step(step: int, m: dict) -> None:
+            progress.advance(step)
+            if m and step - last_log[0] >= 1_000:
+                last_log[0] = step
+                metrics.write("train", step, m)
+
+        try:
+            out = train_dsrl(env, eval_env, cfg.dsrl, variant=variant, env_steps=cfg.env_steps,
+                             eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, seed=cfg.seed,
+                             on_eval=on_eval, on_step=on_step)
+        finally:
+            env.close()
+            eval_env.close()
+        torch.save({"agent": out["agent"].state_dict(), "config": json.loads(json.dumps(_plain_cfg(cfg)))},
+                   run_dir.path / "final.pt")
+    return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
+
+
+def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
+    from robot_rl.finetune.ppo import train_ppo
+    from robot_rl.finetune.wrappers import ResidualEnv
+    from robot_rl.learning.obs import ObsLayout
+    from robot_rl.learning.policy import success_of
+    from robot_rl.learning.runs import MetricsWriter, RunDir
+
+    counter = [0]
+
+    def make_env():
+        counter[0] += 1
+        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout, scale=cfg.residual_scale_ppo,
+                           seed=cfg.seed * 1000 + counter[0])
+
+    eval_env = make_env()
+    layout = ObsLayout.of(eval_env.observation_space, include=("privileged",), images=False)
+
+    def evaluate(model, step: int) -> dict:
+        rng = np.random.default_rng(cfg.seed + 10_000 + step)
+        successes, lengths = [], []
+        for _ in range(cfg.eval_episodes):
+            obs, info = eval_env.reset(seed=int(rng.integers(2**31)))
+            n = 0
+            while True:
+                with torch.no_grad():
+                    mean = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0)).mean[0]
+                obs, reward, terminated, truncated, info = eval_env.step(mean.clamp(-1, 1).numpy())
+                n += 1
+                if terminated or truncated:
+                    break
+            successes.append(success_of(info, terminated, reward))
+            lengths.append(n)
+        return {"success_rate": float(np.mean(successes)), "episodes": cfg.eval_episodes, "mean_steps": float(np.mean(lengths))}
+
+    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg) as run_dir, MetricsWriter(run_dir) as metrics, \
+            _progress(cfg) as progress:
+        def eval_fn(model, step: int) -> dict:
+            r = evaluate(model, step) if cfg.eval_episodes else {"success_rate": 0.0, "episodes": 1, "mean_steps": 0.0}
+            if cfg.eval_episodes:
+                metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"],
+                                   mean_steps=r["mean_steps"], cycle_time_s=None)
+                progress.eval(step, r["success_rate"])
+            return r
+
+        def on_rollout(step: int, m: dict) -> None:
+            progress.advance(step)
+            metrics.write("train", step, m)
+
+        try:
+            out = train_ppo(make_env, layout, cfg.ppo, env_steps=cfg.env_steps, eval_fn=eval_fn,
+                            eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout)
+        finally:
+            eval_env.close()
+        torch.save({"model": out["model"].state_dict(), "config": _plain_cfg(cfg)}, run_dir.path / "final.pt")
+    evals = out["evals"] if cfg.eval_episodes else []
+    return {"env_steps": out["env_steps"], "evals": [_eval_point(e) for e in evals]}
+
+
+def _plain_cfg(cfg: FinetuneConfig) -> dict:
+    from robot_rl.config import to_dict
+
+    return to_dict(cfg)
+
+
+class _progress:
+    """A rich progress bar over env steps with the latest evaluation."""
+
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("eval {task.fields[eval]}"), TimeElapsedColumn())
+        self.task = self.progress.add_task(f"{cfg.method} {cfg.task}", total=cfg.env_steps, eval="-")
+
+    def __enter__(self) -> _progress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
+
+    def eval(self, step: int, rate: float) -> None:
+        self.progress.update(self.task, eval=f"{rate:.2f} @ {step}")

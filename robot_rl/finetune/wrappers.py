@@ -1,0 +1,163 @@
+"""Env wrappers that put a frozen diffusion BC base between an RL agent and the env.
+
+`ResidualEnv` (residual RL, ResiP / ResFiT / Policy Decorator): each step the base proposes an
+action, which the wrapper puts into the observation ("base_action", in the base's normalized
+units); the agent's action is a residual r ∈ [−1, 1]; the env executes
+clip(base + scale · r) mapped back to env units. A zero residual reproduces the base exactly.
+
+`NoiseActionEnv` (DSRL): the agent's action is the base's initial diffusion noise
+w = bound · a for a whole chunk; the wrapper samples the chunk deterministically from (obs, w),
+executes its `action_horizon` actions, and returns the summed reward. Its observation is the
+base's observation history, so noise-space critics can query the base on replayed states.
+
+Both reset the base's action queue every episode and seed its sampling noise from the reset
+seed, so evaluations are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionPolicy
+from robot_rl.errors import ConfigError
+from robot_rl.learning.obs import ObsLayout
+
+
+def _raw(layout: ObsLayout, obs: Any) -> dict[str, np.ndarray]:
+    out = {"state": layout.state_vector(obs)}
+    for cam, img in layout.image_arrays(obs).items():
+        out[f"images/{cam}"] = np.ascontiguousarray(img)
+    return out
+
+
+class _BaseWrapper(gym.Wrapper):
+    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, seed: int = 0) -> None:
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, spaces.Box) or space.shape != (policy.action_dim,):
+            raise ConfigError(f"the base policy acts in {policy.action_dim} dimensions, the env's actions are {space}: "
+                              "was the base trained on another task?")
+        self.policy, self.layout = policy, layout
+        self.chunked = ChunkedPolicy(policy)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.env_low = np.asarray(space.low, np.float64)
+        self.env_high = np.asarray(space.high, np.float64)
+
+    def _seed_noise(self, seed: int | None) -> None:
+        if seed is not None:
+            self.gen.manual_seed(int(seed) + 7_919)
+
+    def to_env(self, normalized: np.ndarray) -> np.ndarray:
+        """Base-normalized action(s) [−1, 1] → env units, inside the env's bounds."""
+        out = self.policy.action_norm.unnormalize(torch.as_tensor(normalized, dtype=torch.float32)).numpy()
+        return np.clip(out.astype(np.float64), self.env_low, self.env_high)
+
+    def to_normalized(self, env_action: np.ndarray) -> np.ndarray:
+        out = self.policy.action_norm.normalize(torch.as_tensor(np.asarray(env_action), dtype=torch.float32))
+        return out.clamp(-1.0, 1.0).numpy().astype(np.float64)
+
+
+class ResidualEnv(_BaseWrapper):
+    """See the module docstring. Observation: the env's Dict plus "base_action" (A,) — first in the
+    flat state, where the residual SAC agent reads it (`SACConfig.residual_scale`)."""
+
+    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, scale: float = 0.1,
+                 seed: int = 0) -> None:
+        super().__init__(env, policy, layout, seed=seed)
+        if not 0.0 < scale <= 2.0:
+            raise ConfigError(f"residual scale must be in (0, 2], got {scale}")
+        self.scale = scale
+        a = policy.action_dim
+        inner = env.observation_space
+        parts = dict(inner.spaces) if isinstance(inner, spaces.Dict) else {"env": inner}
+        if "base_action" in parts:
+            raise ConfigError("the env already observes a 'base_action': residual wrappers do not stack")
+        self.observation_space = spaces.Dict({"base_action": spaces.Box(-1.0, 1.0, (a,), np.float32), **parts})
+        self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
+        self._base_n = np.zeros(a)
+
+    def _observe(self, obs: Any) -> dict:
+        base_env = self.chunked.act(_raw(self.layout, obs), generator=self.gen)
+        self._base_n = self.to_normalized(base_env)
+        parts = dict(obs) if isinstance(obs, dict) else {"env": obs}
+        return {"base_action": self._base_n.astype(np.float32), **parts}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.chunked.reset()
+        self._seed_noise(seed)
+        return self._observe(obs), info
+
+    def step(self, residual: np.ndarray):
+        executed_n = np.clip(self._base_n + self.scale * np.clip(np.asarray(residual, np.float64), -1.0, 1.0), -1.0, 1.0)
+        action = self.to_env(executed_n)
+        base_action = self.to_env(self._base_n)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = {**info, "base_action": base_action, "executed_action": action}
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def agent_action(self, env_action: np.ndarray) -> np.ndarray:
+        """The residual that makes the env execute `env_action` now (interventions are recorded
+        as residuals; beyond ±1 they are clipped)."""
+        return np.clip((self.to_normalized(env_action) - self._base_n) / self.scale, -1.0, 1.0)
+
+
+class NoiseActionEnv(_BaseWrapper):
+    """See the module docstring. Action: (pred_horizon · A,) in [−1, 1], scaled by `bound` to the
+    noise. Observation: {"history": (obs_horizon · D,)} for state bases. info["primitive_steps"]
+    counts the env steps a chunk took."""
+
+    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, bound: float = 1.5,
+                 seed: int = 0) -> None:
+        super().__init__(env, policy, layout, seed=seed)
+        if layout.images:
+            raise ConfigError("NoiseActionEnv serves state bases (its observation is the base's state history); "
+                              "pixel bases need the image history in replay, not supported yet")
+        if not 0.0 < bound <= 5.0:
+            raise ConfigError(f"noise bound must be in (0, 5], got {bound}")
+        self.bound = bound
+        h, d = policy.cfg.obs_horizon, layout.state_dim
+        self.observation_space = spaces.Dict({"history": spaces.Box(-np.inf, np.inf, (h * d,), np.float32)})
+        self.action_space = spaces.Box(-1.0, 1.0, (int(np.prod(policy.chunk_shape)),), np.float32)
+
+    def _obs(self) -> dict:
+        return {"history": np.concatenate([o["state"] for o in self.chunked.history]).astype(np.float32)}
+
+    def history_batch(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat histories (B, obs_horizon · D) → the base's observation batch."""
+        return {"state": history.reshape(history.shape[0], self.policy.cfg.obs_horizon, -1)}
+
+    def noise_of(self, action: np.ndarray | torch.Tensor) -> torch.Tensor:
+        a = torch.as_tensor(np.asarray(action), dtype=torch.float32).clamp(-1.0, 1.0)
+        return self.bound * a.reshape(-1, *self.policy.chunk_shape)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.chunked.reset()
+        self._seed_noise(seed)
+        self.chunked.observe(_raw(self.layout, obs))
+        return self._obs(), info
+
+    def step(self, action: np.ndarray):
+        chunk = self.policy.sample(self.chunked.history_batch(), self.noise_of(action))[0]
+        executed = chunk[self.chunked.chunk_slice()].numpy().astype(np.float64)
+        total, steps = 0.0, 0
+        info: dict = {}
+        terminated = truncated = False
+        actions = []
+        for a in executed:
+            env_a = np.clip(a, self.env_low, self.env_high)
+            obs, reward, terminated, truncated, info = self.env.step(env_a)
+            actions.append(env_a)
+            total += float(reward)
+            steps += 1
+            self.chunked.observe(_raw(self.layout, obs))
+            if terminated or truncated:
+                break
+        info = {**info, "primitive_steps": steps, "executed_actions": np.stack(actions)}
+        return self._obs(), total, terminated, truncated, info

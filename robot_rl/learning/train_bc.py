@@ -1,0 +1,274 @@
+"""`robot-rl train-bc`: a diffusion BC policy from recorded episodes, saved as a self-describing
+checkpoint that fine-tuning runs (`robot-rl finetune --base …`) load frozen.
+
+The checkpoint holds everything needed to rebuild the policy without the training command:
+the diffusion and encoder settings, the observation layout it was trained on, normalization
+statistics (buffers of the state dict) and its own evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
+from robot_rl.agents.encoders import EncoderConfig
+from robot_rl.config import from_dict, to_dict
+from robot_rl.data.episodes import iter_episodes, read_meta
+from robot_rl.errors import ConfigError
+from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_env
+from robot_rl.learning.ingest import _obs_at, check_demo_compatible
+from robot_rl.learning.obs import ObsLayout
+from robot_rl.learning.policy import success_of
+
+FORMAT = "robot_rl.diffusion_bc"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainBCConfig:
+    """Train a diffusion BC policy on recorded episodes."""
+
+    demos: str
+    """Folder of episodes recorded with `robot-rl record`."""
+    task: str | None = None
+    """Task the demos are of (default: the one in the recording's meta.json)."""
+    obs: Literal["state", "pixels"] = "state"
+    privileged: bool = True
+    """State policies on a twin task also observe the twin's object state (as state SAC runs do)."""
+    encoder: EncoderConfig = EncoderConfig(name="resnet10", image_hw=(128, 128), frozen=True)
+    """Pixel policies: image encoder per camera."""
+    diffusion: DiffusionConfig = DiffusionConfig()
+    episodes: int | None = None
+    """Use only the first N episodes (a deliberately weak base for fine-tuning studies)."""
+    out: str | None = None
+    """Checkpoint path (default: runs/bc/<task>_<obs>_diffusion.pt)."""
+    eval_episodes: int = 50
+    """Episodes on the embedded twin after training (0: skip)."""
+    seed: int = 0
+    torch_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.episodes is not None and self.episodes < 1:
+            raise ConfigError(f"episodes must be ≥ 1, got {self.episodes}")
+        if self.eval_episodes < 0:
+            raise ConfigError(f"eval_episodes must be ≥ 0, got {self.eval_episodes}")
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkDataset:
+    """Demo steps as (observation history, action chunk) samples, by index arrays into the
+    concatenated episodes. Histories and chunks are padded with the episode's first observation
+    and last action (Diffusion Policy's sequence sampler does the same)."""
+
+    states: np.ndarray  # (N_obs, D) float32
+    images: dict[str, np.ndarray]  # camera → (N_obs, H, W, 3) uint8
+    actions: np.ndarray  # (N_act, A) float32
+    obs_index: np.ndarray  # (S, obs_horizon) into states / images
+    action_index: np.ndarray  # (S, pred_horizon) into actions
+
+    def __len__(self) -> int:
+        return int(self.obs_index.shape[0])
+
+    def batch(self, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        oi = self.obs_index[idx]
+        obs = {"state": torch.from_numpy(self.states[oi])}
+        for cam, frames in self.images.items():
+            obs[f"images/{cam}"] = torch.from_numpy(frames[oi])
+        return obs, torch.from_numpy(self.actions[self.action_index[idx]])
+
+
+def load_chunks(folder: str | Path, layout: ObsLayout, cfg: DiffusionConfig, *,
+                episodes: int | None = None) -> ChunkDataset:
+    states, actions, obs_index, action_index = [], [], [], []
+    images: dict[str, list[np.ndarray]] = {path[-1]: [] for path, _ in layout.images}
+    n_obs = n_act = 0
+    for i, ep in enumerate(iter_episodes(folder)):
+        if episodes is not None and i >= episodes:
+            break
+        check_demo_compatible(layout, ep)
+        t_max = len(ep)
+        if t_max == 0:
+            continue
+        for t in range(t_max + 1):
+            obs = _obs_at(ep, t)
+            states.append(layout.state_vector(obs))
+            for cam, img in layout.image_arrays(obs).items():
+                images[cam].append(img)
+        actions.append(ep.arrays["action"].astype(np.float32))
+        for t in range(t_max):
+            hist = np.clip(np.arange(t - cfg.obs_horizon + 1, t + 1), 0, t_max)
+            chunk = np.clip(np.arange(t - cfg.obs_horizon + 1, t - cfg.obs_horizon + 1 + cfg.pred_horizon), 0, t_max - 1)
+            obs_index.append(n_obs + hist)
+            action_index.append(n_act + chunk)
+        n_obs += t_max + 1
+        n_act += t_max
+    if not actions:
+        raise ConfigError(f"{folder} holds no non-empty episodes: record demos first (robot-rl record --out {folder})")
+    return ChunkDataset(np.stack(states).astype(np.float32), {c: np.stack(v) for c, v in images.items()},
+                        np.concatenate(actions), np.stack(obs_index), np.stack(action_index))
+
+
+# ---- checkpoint --------------------------------------------------------------------------------------
+
+
+def save_base(path: str | Path, policy: DiffusionPolicy, cfg: TrainBCConfig, layout: ObsLayout,
+              extra: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "version": VERSION, "train": to_dict(cfg), "diffusion": to_dict(policy.cfg),
+             "layout": {"state": [[list(p), n] for p, n in layout.state], "images": [[list(p), list(s)] for p, s in layout.images]},
+             "state_dim": policy.state_dim, "action_dim": policy.action_dim, "state_dict": policy.state_dict(),
+             "extra": json.dumps(extra or {})}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class BaseCheckpoint:
+    policy: DiffusionPolicy
+    train: TrainBCConfig
+    layout: ObsLayout
+    extra: dict[str, Any]
+
+    def env_config(self, **overrides: Any) -> TrainConfig:
+        """The TrainConfig (task, observations) of the env this policy acts in."""
+        return TrainConfig(task=self.train.task, obs=self.train.obs, privileged=self.train.privileged,
+                           encoder=self.train.encoder, **overrides)
+
+
+def load_base(path: str | Path) -> BaseCheckpoint:
+    """A frozen diffusion BC policy (eval mode, no gradients) from `save_base`'s file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"base policy {path} does not exist: train one with `robot-rl train-bc --demos DIR`")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a diffusion BC checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
+    if state["version"] > VERSION:
+        raise ConfigError(f"{path} was written by a newer robot_rl (version {state['version']} > {VERSION}): upgrade")
+    train = from_dict(TrainBCConfig, state["train"], where=f"{path} train config")
+    dcfg = from_dict(DiffusionConfig, state["diffusion"], where=f"{path} diffusion config")
+    layout = ObsLayout(tuple((tuple(p), int(n)) for p, n in state["layout"]["state"]),
+                       tuple((tuple(p), tuple(s)) for p, s in state["layout"]["images"]))
+    encoder = replace(train.encoder, pretrained=False) if train.obs == "pixels" else None  # weights are in the state dict
+    policy = DiffusionPolicy(state["state_dim"], state["action_dim"], dcfg, cameras=layout.camera_names if encoder else (),
+                             encoder=encoder)
+    policy.load_state_dict(state["state_dict"])
+    policy.eval().requires_grad_(False)
+    return BaseCheckpoint(policy, train, layout, json.loads(state["extra"]))
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+
+
+def raw_obs(layout: ObsLayout, obs: Any) -> dict[str, np.ndarray]:
+    out = {"state": layout.state_vector(obs)}
+    for cam, img in layout.image_arrays(obs).items():
+        out[f"images/{cam}"] = np.ascontiguousarray(img)
+    return out
+
+
+def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int, *, seed: int = 1000,
+                  progress=None) -> dict[str, Any]:
+    """Success rate of the policy on `env`: reset seeds and sampling noise both come from `seed`,
+    so the evaluation is reproducible (deterministic given the seed)."""
+    chunked = ChunkedPolicy(policy)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    successes, lengths = [], []
+    for _ in range(episodes):
+        obs, info = env.reset(seed=int(rng.integers(2**31)))
+        chunked.reset()
+        steps = 0
+        while True:
+            action = chunked.act(raw_obs(layout, obs), generator=gen)
+            obs, reward, terminated, truncated, info = env.step(np.clip(action, env.action_space.low, env.action_space.high))
+            steps += 1
+            if terminated or truncated:
+                break
+        successes.append(success_of(info, terminated, reward))
+        lengths.append(steps)
+        if progress is not None:
+            progress(float(np.mean(successes)))
+    return {"episodes": episodes, "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths))}
+
+
+# ---- training ----------------------------------------------------------------------------------------------
+
+
+def run(cfg: TrainBCConfig) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    task = cfg.task or read_meta(cfg.demos).get("task")
+    if task is None:
+        raise ConfigError(f"{cfg.demos}/meta.json names no task: pass --task")
+    cfg = replace(cfg, task=task)
+    env_cfg = TrainConfig(task=task, obs=cfg.obs, privileged=cfg.privileged, encoder=cfg.encoder, seed=cfg.seed)
+    env = make_env(env_cfg)
+    try:
+        layout = layout_of(env_cfg, env)
+        action_dim = action_dim_of(env)
+        data = load_chunks(cfg.demos, layout, cfg.diffusion, episodes=cfg.episodes)
+        dcfg = cfg.diffusion
+        policy = DiffusionPolicy(layout.state_dim, action_dim, dcfg,
+                                 cameras=layout.camera_names if cfg.obs == "pixels" else (),
+                                 encoder=cfg.encoder if cfg.obs == "pixels" else None)
+        policy.fit_normalization(torch.from_numpy(data.states), torch.from_numpy(data.actions))
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=dcfg.lr, weight_decay=dcfg.weight_decay)
+        warmup = min(500, dcfg.steps // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * min(s / dcfg.steps, 1.0))))
+        rng = np.random.default_rng(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        losses: list[float] = []
+        t0 = time.monotonic()
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as progress:
+            bar = progress.add_task(f"train-bc {task}", total=dcfg.steps, info="")
+            policy.train()
+            for step in range(dcfg.steps):
+                obs, actions = data.batch(rng.integers(0, len(data), dcfg.batch_size))
+                loss = policy.loss(obs, actions, generator=gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                policy.update_ema()
+                losses.append(loss.item())
+                if step % 50 == 0 or step == dcfg.steps - 1:
+                    progress.update(bar, completed=step + 1, info=f"loss {np.mean(losses[-50:]):.4f}")
+            policy.eval()
+            train_s = time.monotonic() - t0
+            evaluation = None
+            if cfg.eval_episodes:
+                ev = progress.add_task(f"evaluate {task}", total=cfg.eval_episodes, info="")
+                evaluation = evaluate_base(policy, env, layout, cfg.eval_episodes, seed=cfg.seed + 1000,
+                                           progress=lambda rate: progress.update(ev, advance=1, info=f"success {rate:.2f}"))
+    finally:
+        env.close()
+    out = Path(cfg.out or f"runs/bc/{task}_{cfg.obs}_diffusion.pt")
+    extra = {"train_loss_last": float(np.mean(losses[-200:])), "train_s": round(train_s, 1),
+             "samples": len(data), "evaluation": evaluation}
+    save_base(out, policy, cfg, layout, extra)
+    result = {"checkpoint": str(out), "task": task, "samples": len(data), "steps": dcfg.steps,
+              "train_loss": round(extra["train_loss_last"], 5), "train_s": round(train_s, 1)}
+    if evaluation is not None:
+        result.update(eval_episodes=evaluation["episodes"], success_rate=evaluation["success_rate"])
+    return result

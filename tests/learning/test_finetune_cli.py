@@ -1,0 +1,72 @@
+"""End to end through the CLI on the twin: record demos, `robot-rl train-bc`, then
+`robot-rl finetune` with every method on tiny budgets (mechanics, not learning: the benchmarks
+learn). Real processes, real files, the real twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robot_rl.learning.runs import read_metrics
+from robot_rl.learning.train_bc import load_base
+
+ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
+def robot_rl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robot_rl.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def last_json(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bc")
+    last_json(robot_rl("record", "--task", "pick_cube", "--episodes", "2", "--out", str(root / "demos"), "--no-images"))
+    result = last_json(robot_rl("train-bc", "--demos", str(root / "demos"), "--diffusion.steps", "40",
+                                "--diffusion.hidden", "64", "--diffusion.blocks", "1", "--eval-episodes", "2",
+                                "--out", str(root / "base.pt")))
+    assert result["task"] == "pick_cube" and result["steps"] == 40 and result["eval_episodes"] == 2
+    return root / "base.pt"
+
+
+def test_train_bc_writes_a_self_describing_frozen_checkpoint(base):
+    loaded = load_base(base)
+    assert loaded.train.task == "pick_cube" and loaded.policy.cfg.hidden == 64
+    assert not any(p.requires_grad for p in loaded.policy.parameters()) and not loaded.policy.training
+    assert loaded.layout.state[0][0][0] != "base_action"
+    assert loaded.extra["evaluation"]["episodes"] == 2
+    obs = {"state": torch.zeros(1, loaded.policy.cfg.obs_horizon, loaded.layout.state_dim)}
+    noise = torch.randn(1, *loaded.policy.chunk_shape)
+    assert torch.equal(loaded.policy.sample(obs, noise), load_base(base).policy.sample(obs, noise))
+
+
+def test_load_base_explains_a_wrong_file(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    out = robot_rl("finetune", "--base", str(tmp_path / "missing.pt"))
+    assert out.returncode == 2 and "train-bc" in out.stderr
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("dsrl-sac", ["--dsrl.learning-starts", "2"]),
+    ("dsrl-na", ["--dsrl.learning-starts", "2"]),
+    ("residual-ppo", ["--ppo.num-envs", "2", "--ppo.rollout-steps", "16"]),
+    ("residual-sac", ["--learning-starts", "20"]),
+])
+def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method, extra):
+    out = robot_rl("finetune", "--base", str(base), "--method", method, "--env-steps", "64", "--eval-every", "1000",
+                   "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--run", "r", *extra)
+    result = last_json(out)
+    assert result["method"] == method and result["env_steps"] >= 64
+    evals = read_metrics(tmp_path / "r", "eval")
+    assert evals and evals[-1]["env_step"] >= 64 and evals[-1]["episodes"] == 1
+    assert result["evals"][-1]["success_rate"] == evals[-1]["success_rate"]
