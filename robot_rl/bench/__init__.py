@@ -6,7 +6,7 @@ from typing import Annotated, Union
 
 import tyro
 
-from robot_rl.bench import bridge, controller, expert, learner, learning
+from robot_rl.bench import bridge, controller, expert, finetune, learner, learning
 
 BENCHES = {
     bridge.BridgeBench: bridge.run,
@@ -14,6 +14,7 @@ BENCHES = {
     expert.ExpertBench: expert.run,
     learner.LearnerBench: learner.run,
     learning.LearningBench: learning.run,
+    finetune.FinetuneBench: finetune.run,
 }
 
 BenchConfig = Union[
@@ -22,4 +23,5 @@ BenchConfig = Union[
     Annotated[expert.ExpertBench, tyro.conf.subcommand("expert")],
     Annotated[learner.LearnerBench, tyro.conf.subcommand("learner")],
     Annotated[learning.LearningBench, tyro.conf.subcommand("learning")],
+    Annotated[finetune.FinetuneBench, tyro.conf.subcommand("finetune")],
 ]

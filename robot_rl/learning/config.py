@@ -63,7 +63,11 @@ class TrainConfig:
     grasp_penalty: float = -0.02
     """Added to the gripper critic's reward when the gripper changes state (hybrid gripper only)."""
     classifier: str | None = None
-    """Reward from a success classifier checkpoint instead of the task's ground truth."""
+    """Reward from a success classifier checkpoint instead of the task's ground truth. On a twin
+    the ground truth then neither rewards nor ends episodes (as on a physical arm); it is only
+    logged (`env_success`) to score the run."""
+    classifier_consecutive: int = 2
+    """Steps in a row the classifier must say success before the episode succeeds."""
     base: str | None = None
     """Residual RL: a frozen diffusion BC checkpoint (robot-rl train-bc) the agent corrects; needs
     --agent.residual-scale (robot-rl finetune --method residual-sac sets it)."""
@@ -93,6 +97,8 @@ class TrainConfig:
         for name in ("env_steps", "eval_every", "weights_every", "checkpoint_every", "log_every", "replay_capacity"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.classifier_consecutive < 1:
+            raise ConfigError(f"classifier_consecutive must be ≥ 1, got {self.classifier_consecutive}")
         if self.learning_starts < 0 or self.eval_episodes < 0 or self.utd <= 0:
             raise ConfigError("learning_starts and eval_episodes must be ≥ 0 and utd > 0")
         if not 0.0 <= self.demo_fraction <= 1.0:
@@ -125,6 +131,13 @@ def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
 
     kwargs = cfg.kwargs()
     images = (cfg.obs == "pixels" or cfg.classifier is not None) if render_images is None else render_images
+    if cfg.classifier is not None and cfg.env is None and "task" not in kwargs:
+        from dataclasses import replace as _replace
+
+        from robot_rl.task_spec import RewardSpec, load_task
+
+        # The classifier alone decides success: the twin's ground truth must not end episodes.
+        kwargs["task"] = _replace(load_task(cfg.task), reward=RewardSpec(type="none"))
     if cfg.env is not None:
         env = gym.make(cfg.env, **kwargs)
     elif (env_id := ENV_IDS.get(cfg.task)) is None:  # any task spec in tasks/: build the env directly
@@ -132,7 +145,7 @@ def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
 
         kwargs.setdefault("image_obs", images)
         kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
-        env = RobotEnv(cfg.task, **kwargs)
+        env = RobotEnv(kwargs.pop("task", cfg.task), **kwargs)
     else:
         kwargs.setdefault("image_obs", images)
         kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
@@ -140,7 +153,7 @@ def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
     if cfg.classifier is not None and images:
         from robot_rl.rewards.classifier import ClassifierReward
 
-        env = ClassifierReward(env, cfg.classifier)
+        env = ClassifierReward(env, cfg.classifier, consecutive=cfg.classifier_consecutive)
     if cfg.base is not None:
         env = _residual_env(cfg, env)
     return env

@@ -470,11 +470,19 @@ class ClassifierReward(gym.Wrapper):
         classifier: a `SuccessClassifier` or a checkpoint path (`load_classifier`).
         threshold: override of the checkpoint's threshold.
         proprio_check: obs → bool, ANDed with the image test, e.g. `lambda o: o["gripper_width"][0] > 0.01`.
+        consecutive: success needs the test to hold on this many consecutive steps. A per-frame
+            false-positive rate of 1.5 % fires falsely in one episode of six over 60 steps; two
+            frames in a row cut that about threefold on pick_cube's held-out episodes (README).
     """
 
     def __init__(self, env: gym.Env, classifier: SuccessClassifier | str | os.PathLike, *,
-                 threshold: float | None = None, proprio_check: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 threshold: float | None = None, proprio_check: Callable[[dict[str, Any]], bool] | None = None,
+                 consecutive: int = 1) -> None:
         super().__init__(env)
+        if consecutive < 1:
+            raise ConfigError(f"consecutive must be ≥ 1, got {consecutive}")
+        self.consecutive = consecutive
+        self._streak = 0
         self.classifier = classifier if isinstance(classifier, nn.Module) else load_classifier(classifier)
         self.classifier.eval()
         self.threshold = float(self.classifier.threshold if threshold is None else threshold)
@@ -493,12 +501,15 @@ class ClassifierReward(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
+        self._streak = 0
         return obs, {**info, "classifier_p": self._p(obs)}
 
     def step(self, action):
         obs, env_reward, env_terminated, truncated, info = self.env.step(action)
         p = self._p(obs)
-        success = p > self.threshold and (self.proprio_check is None or bool(self.proprio_check(obs)))
+        hit = p > self.threshold and (self.proprio_check is None or bool(self.proprio_check(obs)))
+        self._streak = self._streak + 1 if hit else 0
+        success = self._streak >= self.consecutive
         extra = {"classifier_p": p, "env_reward": float(env_reward), "success": success}
         if "success" in info:
             extra["env_success"] = bool(info["success"])

@@ -231,6 +231,22 @@ def test_wrapper_proprio_check_threshold_override_and_env_termination():
     assert (reward, terminated, truncated, info["env_success"], info["success"]) == (0.0, False, True, True, False)
 
 
+def test_wrapper_needs_consecutive_hits_when_asked():
+    stub = StubClassifier()
+    env = ClassifierReward(ImageEnv(), stub, consecutive=3)
+    env.reset()
+    outcomes = []
+    for p in (0.9, 0.9, 0.1, 0.9, 0.9, 0.9):
+        stub.p = p
+        outcomes.append(env.step(np.zeros(7))[2])
+    assert outcomes == [False, False, False, False, False, True]  # an interrupted streak starts over
+    stub.p = 0.9
+    env.reset()  # a new episode starts a new streak
+    assert env.step(np.zeros(7))[2] is False
+    with pytest.raises(ConfigError, match="consecutive"):
+        ClassifierReward(ImageEnv(), stub, consecutive=0)
+
+
 def test_wrapper_refuses_an_env_without_the_cameras():
     class NoImages(ImageEnv):
         def __init__(self):
@@ -279,6 +295,8 @@ def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tm
         assert layout_of(cfg, env).images == ()  # a state run: the agent never sees the frames
         _, reward, terminated, _, info = env.step(np.zeros(7))
         assert reward == float(info["success"]) and terminated == info["success"]
+        # The twin's ground truth is logged but no longer rewards or ends episodes.
+        assert env.unwrapped.task.reward.type == "none" and "env_success" in info
         # Scoring uses the twin's ground truth, not the classifier's verdict.
         assert success_of({**info, "env_success": True, "success": False}, False, 0.0) is True
     finally:

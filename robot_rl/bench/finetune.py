@@ -1,0 +1,110 @@
+"""`robot-rl bench finetune`: lift a deliberately weak diffusion BC base with RL.
+
+Builds the base once (scripted demos → `train-bc` on the first `demos` episodes, cached under
+runs/bc/), then runs `robot-rl finetune` for each method and seed; reports the base's success,
+each seed's deterministic success after the budget, and wall-clock minutes, and draws all
+methods' success-vs-env-steps curves into one PNG.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from robot_rl.agents.diffusion import DiffusionConfig
+from robot_rl.finetune.dsrl import DSRLConfig
+from robot_rl.finetune.ppo import PPOConfig
+
+Method = Literal["residual-sac", "residual-ppo", "dsrl-sac", "dsrl-na"]
+
+
+@dataclass(frozen=True)
+class FinetuneBench:
+    """Fine-tune a weak base with each method over several seeds (a slow benchmark)."""
+
+    task: str = "pick_cube"
+    method: tuple[Method, ...] = ("residual-sac", "dsrl-sac", "dsrl-na", "residual-ppo")
+    """Methods to run (one or several: --method dsrl-sac dsrl-na)."""
+    seeds: int = 3
+    steps: int = 20_000
+    """Env-step budget of the off-policy methods."""
+    ppo_steps: int = 300_000
+    """Env-step budget of residual-ppo."""
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    base: str | None = None
+    """Use this base checkpoint instead of building one."""
+    demos: int = 5
+    """Scripted demos the base is trained on (few: a weak base)."""
+    bc: DiffusionConfig = DiffusionConfig(hidden=256, steps=3_000)
+    dsrl: DSRLConfig = DSRLConfig()
+    ppo: PPOConfig = PPOConfig()
+    runs_dir: str = "runs/bench_finetune"
+    json: bool = False
+
+
+def ensure_base(cfg: FinetuneBench) -> Path:
+    from robot_rl.bench.learning import ensure_demos
+    from robot_rl.learning.train_bc import TrainBCConfig
+    from robot_rl.learning.train_bc import run as train_bc
+
+    if cfg.base is not None:
+        return Path(cfg.base)
+    out = Path("runs/bc") / f"{cfg.task}_state_{cfg.demos}demos_h{cfg.bc.hidden}_s{cfg.bc.steps}.pt"
+    if not out.exists():
+        demos = ensure_demos(cfg.task, 20, images=False)
+        train_bc(TrainBCConfig(demos=str(demos), task=cfg.task, episodes=cfg.demos, diffusion=cfg.bc,
+                               out=str(out), eval_episodes=cfg.eval_episodes, torch_threads=1))
+    return out
+
+
+def run(cfg: FinetuneBench) -> dict:
+    import numpy as np
+
+    from robot_rl.finetune.run import FinetuneConfig
+    from robot_rl.finetune.run import run as finetune
+    from robot_rl.learning.plot import plot_success
+    from robot_rl.learning.train_bc import load_base
+
+    base_path = ensure_base(cfg)
+    base = load_base(base_path)
+    base_success = (base.extra.get("evaluation") or {}).get("success_rate")
+    out: dict = {"bench": "finetune", "task": cfg.task, "base": str(base_path), "base_success_rate": base_success,
+                 "eval_episodes": cfg.eval_episodes, "seeds": cfg.seeds, "methods": {}}
+    run_dirs, labels = [], []
+    for method in cfg.method:
+        budget = cfg.ppo_steps if method == "residual-ppo" else cfg.steps
+        per_seed = []
+        for seed in range(cfg.seeds):
+            name = f"{cfg.task}_{method}_seed{seed}"
+            run_dir = Path(cfg.runs_dir) / name
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            fcfg = replace(FinetuneConfig(base=str(base_path), method=method, env_steps=budget,
+                                          eval_every=cfg.eval_every if method != "residual-ppo" else max(cfg.eval_every, budget // 6),
+                                          eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir),
+                           dsrl=cfg.dsrl, ppo=cfg.ppo)
+            t0 = time.monotonic()
+            result = finetune(fcfg)
+            evals = result["evals"]
+            per_seed.append({"final_success_rate": evals[-1]["success_rate"] if evals else None,
+                             "best_success_rate": max((e["success_rate"] for e in evals), default=None),
+                             "success_by_step": {str(e["env_step"]): e["success_rate"] for e in evals},
+                             "wall_min": round((time.monotonic() - t0) / 60, 1)})
+            run_dirs.append(run_dir)
+            labels.append(method)
+        finals = [s["final_success_rate"] for s in per_seed]
+        out["methods"][method] = {
+            "env_steps": budget, "final_success_rate": finals,
+            "mean_final_success_rate": round(float(np.mean(finals)), 3) if None not in finals else None,
+            "gain_points": round(100 * (float(np.mean(finals)) - base_success), 1) if base_success is not None and None not in finals else None,
+            "wall_min": [s["wall_min"] for s in per_seed], "seeds": per_seed}
+    png = Path(cfg.runs_dir) / f"{cfg.task}_finetune.png"
+    plot_success(run_dirs, png, labels=tuple(labels), align="interpolate",
+                 title=f"{cfg.task}: fine-tuning a diffusion BC base (base success {base_success})")
+    out["plot"] = str(png)
+    return out
