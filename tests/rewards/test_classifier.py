@@ -306,3 +306,16 @@ def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tm
         assert not isinstance(learner_env, ClassifierReward)
     finally:
         learner_env.close()
+
+
+def test_episode_false_fires_counts_first_fires_on_failure_frames():
+    from robot_rl.rewards.classifier import episode_false_fires
+
+    p = np.array([0.9, 0.1, 0.2, 0.95, 0.97, 0.1, 0.1, 0.9, 0.9])
+    y = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    ep = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    # Episode 0 fires first on its failure frame 0; episode 1 fires on failure frame 7.
+    assert episode_false_fires(p, y, ep, 0.5, 1) == 1.0
+    # Two in a row: episode 0 first fires on success frames (3, 4); episode 1 on frames 7, 8 (failures).
+    assert episode_false_fires(p, y, ep, 0.5, 2) == 0.5
+    assert episode_false_fires(p, y, ep, 0.5, 3) == 0.0
