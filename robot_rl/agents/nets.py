@@ -160,8 +160,9 @@ class TanhGaussianHead(nn.Module):
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target ← (1 − τ)·target + τ·source, in place (Polyak averaging)."""
-    targets = list(target.parameters())
-    if targets:
+    """target ← (1 − τ)·target + τ·source, in place (Polyak averaging). Frozen source parameters
+    (requires_grad False, e.g. a pretrained backbone) never change, so they are skipped."""
+    pairs = [(t, s) for t, s in zip(target.parameters(), source.parameters()) if s.requires_grad]
+    if pairs:
         with torch.no_grad():
-            torch._foreach_lerp_(targets, list(source.parameters()), tau)
+            torch._foreach_lerp_([t for t, _ in pairs], [s for _, s in pairs], tau)

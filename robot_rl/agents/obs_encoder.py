@@ -74,5 +74,6 @@ class ObsEncoder(nn.Module):
 
     @torch.no_grad()
     def embed(self, camera: str, images: torch.Tensor) -> torch.Tensor:
-        """Frozen-backbone feature maps of uint8 frames (batch, H, W, 3), as float16 for storage."""
-        return self.encoders[camera].backbone_features(images).to(torch.float16)
+        """Frozen-backbone features of uint8 frames (batch, H, W, 3) as float16 for storage: the
+        feature maps, or pooled vectors when the head averages (`ImageEncoder.stored_shape`)."""
+        return self.encoders[camera].stored_features(images).to(torch.float16)

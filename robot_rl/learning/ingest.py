@@ -30,7 +30,7 @@ class Ingestor:
         for (path, shape) in layout.images:
             cam = path[-1]
             if self.embed:
-                fields[f"embeddings/{cam}"] = FieldSpec(agent.encoder.image_encoder(cam).feature_shape, "float16")
+                fields[f"embeddings/{cam}"] = FieldSpec(agent.encoder.image_encoder(cam).stored_shape, "float16")
             else:
                 fields[f"images/{cam}"] = FieldSpec(shape, "uint8")
         self.fields = fields
