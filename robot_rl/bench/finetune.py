@@ -38,7 +38,7 @@ class FinetuneBench:
     """Use this base checkpoint instead of building one."""
     demos: int = 5
     """Scripted demos the base is trained on (few: a weak base)."""
-    bc: DiffusionConfig = DiffusionConfig(hidden=256, steps=3_000)
+    bc: DiffusionConfig = DiffusionConfig()
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
     runs_dir: str = "runs/bench_finetune"

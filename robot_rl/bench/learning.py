@@ -64,6 +64,10 @@ def _steps_to(evals: list[dict], target: float) -> int | None:
     return None
 
 
+def _eval_point(env_step: int, cfg: LearningBench) -> int:
+    return min(cfg.steps, (env_step // cfg.eval_every) * cfg.eval_every) if env_step >= cfg.eval_every else env_step
+
+
 def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dict:
     from robot_rl.agents.encoders import EncoderConfig
     from robot_rl.learning.runs import read_metrics
@@ -86,7 +90,9 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
     evals = read_metrics(run_dir, kind="eval")
     episodes = read_metrics(run_dir, kind="episode")
     return {"seed": seed, "intervention": intervention, "wall_min": round(wall_min, 1),
-            "evals": {int(e["env_step"]): e["success_rate"] for e in evals},
+            # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few
+            # steps past it): key it by that multiple so seeds line up.
+            "evals": {_eval_point(int(e["env_step"]), cfg): e["success_rate"] for e in evals},
             "steps_to_target": _steps_to(evals, cfg.target),
             "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
 
