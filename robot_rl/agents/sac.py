@@ -207,22 +207,7 @@ def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict,
     agent.updates += 1
     if int(agent.updates) <= cfg.actor_warmup_updates:
         return metrics  # critic warm-up: the actor and temperature wait
-    with torch.no_grad():
-        features = agent.encoder(mb["obs"])
-    agent.critic.requires_grad_(False)  # the actor's backward needs no critic weight gradients
-    try:
-        loss, log_prob, m = actor_loss(agent, features, mb, cfg.bc_weight)
-        opts["actor"].zero_grad(set_to_none=True)
-        loss.backward()
-    finally:
-        agent.critic.requires_grad_(True)
-    opts["actor"].step()
-    metrics.update(m)
-    loss, m = temperature_loss(agent, log_prob)
-    opts["temperature"].zero_grad(set_to_none=True)
-    loss.backward()
-    opts["temperature"].step()
-    metrics.update(m)
+    metrics.update(actor_step(agent, opts, mb, cfg.bc_weight))
     if cfg.hybrid_gripper:
         loss, m = gripper_loss(agent, mb, cfg)
         opts["gripper"].zero_grad(set_to_none=True)
@@ -231,6 +216,25 @@ def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict,
         soft_update(agent.target_grip_critic, agent.grip_critic, cfg.tau)
         metrics.update(m)
     return metrics
+
+
+def actor_step(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict, bc_weight: float = 0.0) -> dict:
+    """One actor step against the current critic, then one temperature step; returns metrics."""
+    with torch.no_grad():
+        features = agent.encoder(batch["obs"])
+    agent.critic.requires_grad_(False)  # the actor's backward needs no critic weight gradients
+    try:
+        loss, log_prob, metrics = actor_loss(agent, features, batch, bc_weight)
+        opts["actor"].zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        agent.critic.requires_grad_(True)
+    opts["actor"].step()
+    loss, m = temperature_loss(agent, log_prob)
+    opts["temperature"].zero_grad(set_to_none=True)
+    loss.backward()
+    opts["temperature"].step()
+    return {**metrics, **m}
 
 
 def _batch_len(batch: dict) -> int:

@@ -24,7 +24,7 @@ import torch
 
 from robot_rl.agents.nets import EnsembleMLP, soft_update
 from robot_rl.agents.obs_encoder import ObsEncoder
-from robot_rl.agents.sac import SACAgent, actor_loss, make_optimizers, temperature_loss, update
+from robot_rl.agents.sac import SACAgent, actor_step, make_optimizers, update
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.finetune.wrappers import NoiseActionEnv
 from robot_rl.learning.policy import success_of
@@ -144,23 +144,7 @@ def na_update(agent: SACAgent, qa: ActionCritic, opts: dict, env: NoiseActionEnv
     opts["action_critic"].step()
     opts["critic"].step()
     soft_update(qa.target, qa.q, cfg.sac.tau)
-    with torch.no_grad():
-        features = agent.encoder(batch["obs"])
-    agent.critic.requires_grad_(False)
-    try:
-        loss, log_prob, m = actor_loss(agent, features)
-        opts["actor"].zero_grad(set_to_none=True)
-        loss.backward()
-    finally:
-        agent.critic.requires_grad_(True)
-    opts["actor"].step()
-    metrics.update(m)
-    loss, m = temperature_loss(agent, log_prob)
-    opts["temperature"].zero_grad(set_to_none=True)
-    loss.backward()
-    opts["temperature"].step()
-    metrics.update(m)
-    return metrics
+    return {**metrics, **actor_step(agent, opts, batch)}
 
 
 def make_noise_agent(env: NoiseActionEnv, cfg: DSRLConfig) -> SACAgent:

@@ -28,13 +28,6 @@ from robot_rl.errors import ConfigError
 from robot_rl.learning.obs import ObsLayout
 
 
-def _raw(layout: ObsLayout, obs: Any) -> dict[str, np.ndarray]:
-    out = {"state": layout.state_vector(obs)}
-    for cam, img in layout.image_arrays(obs).items():
-        out[f"images/{cam}"] = np.ascontiguousarray(img)
-    return out
-
-
 class _BaseWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, seed: int = 0) -> None:
         super().__init__(env)
@@ -82,7 +75,7 @@ class ResidualEnv(_BaseWrapper):
         self._base_n = np.zeros(a)
 
     def _observe(self, obs: Any) -> dict:
-        base_env = self.chunked.act(_raw(self.layout, obs), generator=self.gen)
+        base_env = self.chunked.act(self.layout.raw(obs), generator=self.gen)
         self._base_n = self.to_normalized(base_env)
         parts = dict(obs) if isinstance(obs, dict) else {"env": obs}
         return {"base_action": self._base_n.astype(np.float32), **parts}
@@ -140,7 +133,7 @@ class NoiseActionEnv(_BaseWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self.chunked.reset()
         self._seed_noise(seed)
-        self.chunked.observe(_raw(self.layout, obs))
+        self.chunked.observe(self.layout.raw(obs))
         return self._obs(), info
 
     def step(self, action: np.ndarray):
@@ -156,7 +149,7 @@ class NoiseActionEnv(_BaseWrapper):
             actions.append(env_a)
             total += float(reward)
             steps += 1
-            self.chunked.observe(_raw(self.layout, obs))
+            self.chunked.observe(self.layout.raw(obs))
             if terminated or truncated:
                 break
         info = {**info, "primitive_steps": steps, "executed_actions": np.stack(actions)}

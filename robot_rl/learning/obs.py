@@ -69,6 +69,13 @@ class ObsLayout:
         parts = [np.asarray(_get(obs, path), dtype=np.float32).reshape(-1) for path, _ in self.state]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
+    def raw(self, obs: Any) -> dict[str, np.ndarray]:
+        """One observation as the agents' flat dict: "state" (D,) and "images/<camera>" (H, W, 3)."""
+        out = {"state": self.state_vector(obs)}
+        for cam, img in self.image_arrays(obs).items():
+            out[f"images/{cam}"] = np.ascontiguousarray(img)
+        return out
+
     def image_arrays(self, obs: Any) -> dict[str, np.ndarray]:
         """Camera images of one observation by camera name, each (H, W, 3) uint8."""
         return {path[-1]: np.asarray(_get(obs, path), dtype=np.uint8) for path, _ in self.images}

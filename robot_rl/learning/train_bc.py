@@ -173,13 +173,6 @@ def load_base(path: str | Path) -> BaseCheckpoint:
 # ---- evaluation ----------------------------------------------------------------------------------------
 
 
-def raw_obs(layout: ObsLayout, obs: Any) -> dict[str, np.ndarray]:
-    out = {"state": layout.state_vector(obs)}
-    for cam, img in layout.image_arrays(obs).items():
-        out[f"images/{cam}"] = np.ascontiguousarray(img)
-    return out
-
-
 def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int, *, seed: int = 1000,
                   progress=None) -> dict[str, Any]:
     """Success rate of the policy on `env`: reset seeds and sampling noise both come from `seed`,
@@ -193,7 +186,7 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
         chunked.reset()
         steps = 0
         while True:
-            action = chunked.act(raw_obs(layout, obs), generator=gen)
+            action = chunked.act(layout.raw(obs), generator=gen)
             obs, reward, terminated, truncated, info = env.step(np.clip(action, env.action_space.low, env.action_space.high))
             steps += 1
             if terminated or truncated:
