@@ -36,8 +36,9 @@ class FinetuneBench:
     eval_episodes: int = 50
     base: str | None = None
     """Use this base checkpoint instead of building one."""
-    demos: int = 5
-    """Scripted demos the base is trained on (few: a weak base)."""
+    demos: int = 3
+    """Scripted demos the base is trained on (few: a weak base). On pick_cube: 3 → 0.26 success,
+    5 → 0.84, 20 → 0.96."""
     bc: DiffusionConfig = DiffusionConfig()
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
