@@ -22,12 +22,10 @@ import numpy as np
 import torch
 
 from robot_rl.agents.sac_config import SACConfig
+from robot_rl.config import to_dict
 from robot_rl.errors import ConfigError
 from robot_rl.finetune.dsrl import DSRLConfig
 from robot_rl.finetune.ppo import PPOConfig
-
-METHODS = ("residual-sac", "residual-ppo", "dsrl-sac", "dsrl-na")
-
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -54,10 +52,9 @@ class FinetuneConfig:
     residual: SACConfig = SACConfig(residual_scale=0.1, actor_warmup_updates=1_000, explore_std=0.5,
                                     critic_updates_per_actor_update=1)
     """residual-sac agent: residual 0.1 in normalized units, 1000 critic-only updates first,
-    exploration noise 0.5 in residual units (0.05 in actions)."""
+    exploration noise 0.5 in residual units (0.05 in actions). residual-ppo uses its residual_scale."""
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
-    residual_scale_ppo: float = 0.1
     learning_starts: int = 500
     """residual-sac: env steps before updates start."""
 
@@ -151,7 +148,7 @@ def _dsrl(cfg: FinetuneConfig, base) -> dict:
         finally:
             env.close()
             eval_env.close()
-        torch.save({"agent": out["agent"].state_dict(), "config": json.loads(json.dumps(_plain_cfg(cfg)))},
+        torch.save({"agent": out["agent"].state_dict(), "config": to_dict(cfg)},
                    run_dir.path / "final.pt")
     return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
 
@@ -167,7 +164,7 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
 
     def make_env():
         counter[0] += 1
-        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout, scale=cfg.residual_scale_ppo,
+        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout, scale=cfg.residual.residual_scale,
                            seed=cfg.seed * 1000 + counter[0])
 
     eval_env = make_env()
@@ -209,15 +206,9 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
                             eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout)
         finally:
             eval_env.close()
-        torch.save({"model": out["model"].state_dict(), "config": _plain_cfg(cfg)}, run_dir.path / "final.pt")
+        torch.save({"model": out["model"].state_dict(), "config": to_dict(cfg)}, run_dir.path / "final.pt")
     evals = out["evals"] if cfg.eval_episodes else []
     return {"env_steps": out["env_steps"], "evals": [_eval_point(e) for e in evals]}
-
-
-def _plain_cfg(cfg: FinetuneConfig) -> dict:
-    from robot_rl.config import to_dict
-
-    return to_dict(cfg)
 
 
 class _progress:

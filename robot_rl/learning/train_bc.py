@@ -142,10 +142,6 @@ class BaseCheckpoint:
     layout: ObsLayout
     extra: dict[str, Any]
 
-    def env_config(self, **overrides: Any) -> TrainConfig:
-        """The TrainConfig (task, observations) of the env this policy acts in."""
-        return TrainConfig(task=self.train.task, obs=self.train.obs, privileged=self.train.privileged,
-                           encoder=self.train.encoder, **overrides)
 
 
 def load_base(path: str | Path) -> BaseCheckpoint:
