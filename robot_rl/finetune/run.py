@@ -57,6 +57,13 @@ class FinetuneConfig:
     ppo: PPOConfig = PPOConfig()
     learning_starts: int = 500
     """residual-sac: env steps before updates start."""
+    utd: float = 1.0
+    """residual-sac: learner updates per env step."""
+    torch_threads: int = 1
+    """Intra-op threads of this process (residual-sac: of the learner and of the actor)."""
+    enable_over_episodes: int = 0
+    """residual-sac: progressive enabling, the residual acts in training episode k with
+    probability k/N (0: from the start)."""
 
     def __post_init__(self) -> None:
         if self.env_steps < 1 or self.eval_every < 1 or self.eval_episodes < 0:
@@ -79,6 +86,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.task is not None and cfg.task != base.train.task:
         raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, not {cfg.task!r}")
     cfg = replace(cfg, task=base.train.task)
+    torch.set_num_threads(cfg.torch_threads)
     base_eval = (base.extra.get("evaluation") or {}).get("success_rate")
     t0 = time.monotonic()
     if cfg.method == "residual-sac":
@@ -100,7 +108,9 @@ def _residual_sac(cfg: FinetuneConfig, base) -> dict:
                        agent=cfg.residual, base=cfg.base, env_steps=cfg.env_steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=cfg.intervention, seed=cfg.seed,
                        run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
-                       learning_starts=cfg.learning_starts, max_lead_steps=None if cfg.server else 250)
+                       torch_threads=cfg.torch_threads,
+                       learning_starts=cfg.learning_starts, utd=cfg.utd,
+                       residual_enable_episodes=cfg.enable_over_episodes, max_lead_steps=None if cfg.server else 250)
     summary = run_train(cmd)
     evals = read_metrics(f"{cfg.runs_dir}/{cfg.run_name}", "eval")
     return {"env_steps": summary["env_steps"], "evals": [_eval_point(e) for e in evals]}

@@ -4,6 +4,9 @@
 action, which the wrapper puts into the observation ("base_action", in the base's normalized
 units); the agent's action is a residual r ∈ [−1, 1]; the env executes
 clip(base + scale · r) mapped back to env units. A zero residual reproduces the base exactly.
+Progressive enabling (Policy Decorator): with `enable_over_episodes` = N the residual acts in
+episode k only with probability k/N (else the base acts alone and the step records a zero
+residual in `info["agent_action"]`), so early random residuals do not spoil the base's rollouts.
 
 `NoiseActionEnv` (DSRL): the agent's action is the base's initial diffusion noise
 w = bound · a for a whole chunk; the wrapper samples the chunk deterministically from (obs, w),
@@ -60,11 +63,20 @@ class ResidualEnv(_BaseWrapper):
     flat state, where the residual SAC agent reads it (`SACConfig.residual_scale`)."""
 
     def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, scale: float = 0.1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, enable_over_episodes: int = 0) -> None:
         super().__init__(env, policy, layout, seed=seed)
         if not 0.0 < scale <= 2.0:
             raise ConfigError(f"residual scale must be in (0, 2], got {scale}")
+        if enable_over_episodes < 0:
+            raise ConfigError(f"enable_over_episodes must be ≥ 0, got {enable_over_episodes}")
         self.scale = scale
+        self.enable_over_episodes = enable_over_episodes
+        self.episodes = 0
+        self.residual_on = True
+        self.evaluating = False
+        """Evaluation episodes: the residual always acts and the episode does not count."""
+        self._forced = False
+        self._enable_rng = np.random.default_rng(seed + 104_729)
         a = policy.action_dim
         inner = env.observation_space
         parts = dict(inner.spaces) if isinstance(inner, spaces.Dict) else {"env": inner}
@@ -84,19 +96,32 @@ class ResidualEnv(_BaseWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self.chunked.reset()
         self._seed_noise(seed)
+        if self.evaluating:
+            self.residual_on = True
+        else:
+            if self.enable_over_episodes:
+                p_on = min(1.0, self.episodes / self.enable_over_episodes)
+                self.residual_on = bool(self._enable_rng.random() < p_on)
+            self.episodes += 1
         return self._observe(obs), info
 
     def step(self, residual: np.ndarray):
-        executed_n = np.clip(self._base_n + self.scale * np.clip(np.asarray(residual, np.float64), -1.0, 1.0), -1.0, 1.0)
+        r = np.clip(np.asarray(residual, np.float64), -1.0, 1.0)
+        if not (self.residual_on or self._forced):
+            r = np.zeros_like(r)
+        self._forced = False
+        executed_n = np.clip(self._base_n + self.scale * r, -1.0, 1.0)
         action = self.to_env(executed_n)
         base_action = self.to_env(self._base_n)
         obs, reward, terminated, truncated, info = self.env.step(action)
-        info = {**info, "base_action": base_action, "executed_action": action}
+        info = {**info, "base_action": base_action, "executed_action": action, "agent_action": r.astype(np.float32)}
         return self._observe(obs), reward, terminated, truncated, info
 
     def agent_action(self, env_action: np.ndarray) -> np.ndarray:
         """The residual that makes the env execute `env_action` now (interventions are recorded
-        as residuals; beyond ±1 they are clipped)."""
+        as residuals; beyond ±1 they are clipped). The next step executes it even in an episode
+        where progressive enabling keeps the agent's residual off."""
+        self._forced = True
         return np.clip((self.to_normalized(env_action) - self._base_n) / self.scale, -1.0, 1.0)
 
 

@@ -256,6 +256,8 @@ class Actor:
             if intervening and hasattr(self.env, "agent_action"):
                 action = self.env.agent_action(action)  # e.g. a residual: record what the agent would output
             next_obs, reward, terminated, truncated, next_info = self.env.step(self.scaler.to_env(action))
+            if "agent_action" in next_info:  # what the env really applied, e.g. a residual kept off
+                action = np.asarray(next_info["agent_action"], np.float32)
             self.env_steps += 1
             length += 1
             interventions += intervening
@@ -299,6 +301,21 @@ class Actor:
         if n == 0:
             return
         successes, lengths, returns, cycle = [], [], [], []
+        if hasattr(self.env, "evaluating"):  # a residual wrapper: the residual acts in every eval episode
+            self.env.evaluating = True
+        try:
+            self._eval_episodes(n, successes, lengths, returns, cycle)
+        finally:
+            if hasattr(self.env, "evaluating"):
+                self.env.evaluating = False
+        report = wire.EvalReport(self.env_steps, self.weights_version, float(np.mean(successes)), n,
+                                 float(np.mean(lengths)), float(np.mean(returns)),
+                                 float(np.mean(cycle)) if cycle else None)
+        log.info("eval at %d env steps (weights v%d): success %.2f", self.env_steps, self.weights_version,
+                 report.success_rate)
+        self._send(wire.encode(report))
+
+    def _eval_episodes(self, n: int, successes: list, lengths: list, returns: list, cycle: list) -> None:
         for _ in range(n):
             self._poll_weights()
             obs, info = self.env.reset(seed=int(self.rng.integers(2**31)))
@@ -318,12 +335,6 @@ class Actor:
             returns.append(ret)
             if ok:
                 cycle.append(steps * _step_s(self.env))
-        report = wire.EvalReport(self.env_steps, self.weights_version, float(np.mean(successes)), n,
-                                 float(np.mean(lengths)), float(np.mean(returns)),
-                                 float(np.mean(cycle)) if cycle else None)
-        log.info("eval at %d env steps (weights v%d): success %.2f", self.env_steps, self.weights_version,
-                 report.success_rate)
-        self._send(wire.encode(report))
 
     def _drain(self, *, timeout_s: float) -> None:
         """Wait until the learner has persisted every step (or give up after timeout_s)."""

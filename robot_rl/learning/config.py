@@ -71,6 +71,9 @@ class TrainConfig:
     base: str | None = None
     """Residual RL: a frozen diffusion BC checkpoint (robot-rl train-bc) the agent corrects; needs
     --agent.residual-scale (robot-rl finetune --method residual-sac sets it)."""
+    residual_enable_episodes: int = 0
+    """With --base: progressive enabling (Policy Decorator): the residual acts in training episode k
+    with probability k/N, else the base acts alone (0: always on)."""
     seed: int = 0
     run: str = ""
     """Run name (default: <task or env>_<obs>_s<seed>)."""
@@ -173,7 +176,8 @@ def _residual_env(cfg: TrainConfig, env: gym.Env) -> gym.Env:
         raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, this run's task is {cfg.task!r}")
     if base.layout.images and not ObsLayout.of(env.observation_space).images:
         raise ConfigError(f"base {cfg.base} sees cameras: run with --obs pixels")
-    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scale, seed=cfg.seed)
+    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scale, seed=cfg.seed,
+                       enable_over_episodes=cfg.residual_enable_episodes)
 
 
 def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:

@@ -153,3 +153,45 @@ def test_chunked_policy_and_residual_env_agree_on_the_first_action():
     chunked = ChunkedPolicy(policy)
     first = chunked.act({"state": np.array([0.0, 0.0], np.float32)}, generator=gen)
     np.testing.assert_allclose(env.to_env(obs["base_action"]), np.clip(first, -1, 1), atol=1e-5)
+
+
+def test_progressive_enabling_ramps_the_residual_in_and_evaluation_always_applies_it():
+    policy = base_policy()
+    inner = CountingEnv(length=3)
+    env = ResidualEnv(inner, policy, layout_of(inner), scale=0.1, enable_over_episodes=40, seed=1)
+    on = []
+    for episode in range(80):
+        obs, _ = env.reset(seed=episode)
+        for _ in range(3):
+            base_n = obs["base_action"].astype(np.float64)
+            obs, _, _, _, info = env.step(np.ones(3))
+            # What the env reports as applied is what it executed: the full residual or none.
+            np.testing.assert_array_equal(info["agent_action"], np.ones(3) if env.residual_on else np.zeros(3))
+            np.testing.assert_allclose(info["executed_action"],
+                                       env.to_env(np.clip(base_n + 0.1 * info["agent_action"], -1, 1)), atol=1e-6)
+        on.append(env.residual_on)
+    assert not on[0]  # episode 0: probability 0
+    assert 3 <= sum(on[:40]) <= 37  # ramping in, neither all off nor all on
+    assert all(on[40:])  # probability 1 once the ramp is over
+    # Evaluation: the residual always acts and the episode does not move the ramp.
+    fresh = ResidualEnv(CountingEnv(length=3), policy, layout_of(inner), scale=0.1, enable_over_episodes=1000)
+    fresh.evaluating = True
+    fresh.reset(seed=0)
+    _, _, _, _, info = fresh.step(np.ones(3))
+    np.testing.assert_array_equal(info["agent_action"], np.ones(3))
+    assert fresh.episodes == 0
+
+
+def test_an_intervention_is_executed_even_while_the_residual_is_off():
+    policy = base_policy()
+    inner = CountingEnv(length=5)
+    env = ResidualEnv(inner, policy, layout_of(inner), scale=0.5, enable_over_episodes=10 ** 9)
+    obs, _ = env.reset(seed=0)
+    assert not env.residual_on
+    target = env.to_env(np.clip(obs["base_action"] + 0.2, -1, 1))
+    residual = env.agent_action(target)
+    _, _, _, _, info = env.step(residual)
+    np.testing.assert_allclose(info["executed_action"], target, atol=1e-5)
+    np.testing.assert_allclose(info["agent_action"], residual, atol=1e-6)
+    _, _, _, _, info = env.step(np.ones(3))  # the agent's own residual stays off
+    np.testing.assert_array_equal(info["agent_action"], np.zeros(3))
