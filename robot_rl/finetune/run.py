@@ -23,6 +23,7 @@ import torch
 
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.config import to_dict
+from robot_rl.cpu import setup_torch
 from robot_rl.errors import ConfigError
 from robot_rl.finetune.dsrl import DSRLConfig
 from robot_rl.finetune.ppo import PPOConfig
@@ -86,7 +87,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.task is not None and cfg.task != base.train.task:
         raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, not {cfg.task!r}")
     cfg = replace(cfg, task=base.train.task)
-    torch.set_num_threads(cfg.torch_threads)
+    setup_torch(cfg.torch_threads)
     base_eval = (base.extra.get("evaluation") or {}).get("success_rate")
     t0 = time.monotonic()
     if cfg.method == "residual-sac":

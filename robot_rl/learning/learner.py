@@ -19,6 +19,7 @@ import zmq
 
 from robot_rl.agents.sac import make_optimizers, update
 from robot_rl.config import to_dict
+from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
@@ -54,8 +55,7 @@ class Learner:
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
-        torch.set_num_threads(cfg.torch_threads)
-        torch.set_float32_matmul_precision(cfg.matmul_precision)
+        setup_torch(cfg.torch_threads, matmul_precision=cfg.matmul_precision)
         torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
         env = make_env(cfg, render_images=cfg.obs == "pixels")
         try:

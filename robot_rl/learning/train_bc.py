@@ -20,6 +20,7 @@ import torch
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
 from robot_rl.agents.encoders import EncoderConfig
 from robot_rl.config import from_dict, to_dict
+from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes, read_meta
 from robot_rl.errors import ConfigError
 from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_env
@@ -200,7 +201,7 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
 def run(cfg: TrainBCConfig) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    torch.set_num_threads(cfg.torch_threads)
+    setup_torch(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     task = cfg.task or read_meta(cfg.demos).get("task")
     if task is None:

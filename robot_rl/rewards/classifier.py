@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from robot_rl.agents.encoders import EncoderConfig, build_encoder, random_shift
 from robot_rl.config import from_dict, to_dict
+from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import (
     EpisodeBuffer,
     EpisodeWriter,
@@ -354,8 +355,7 @@ def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
         ConfigError: unusable data (see `load_frames`), or no success / no failure frames to train on.
     """
     t0 = time.monotonic()
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(cfg.torch_threads)
+    setup_torch(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     data = load_frames(cfg.data, cfg.cameras, cfg.image_hw, unlabeled=cfg.unlabeled)
     cameras = tuple(data.images)
