@@ -43,6 +43,9 @@ class FinetuneBench:
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
     runs_dir: str = "runs/bench_finetune"
+    reuse: bool = False
+    """Keep finished runs (a final evaluation at the budget in runs_dir/<task>_<method>_seed<i>) and
+    run only the missing ones: an interrupted benchmark continues where it stopped."""
     json: bool = False
 
 
@@ -81,6 +84,13 @@ def run(cfg: FinetuneBench) -> dict:
         for seed in range(cfg.seeds):
             name = f"{cfg.task}_{method}_seed{seed}"
             run_dir = Path(cfg.runs_dir) / name
+            t0 = time.monotonic()
+            evals = _finished_evals(run_dir, budget) if cfg.reuse else None
+            if evals is not None:
+                per_seed.append(_seed_summary(evals, _wall_min(run_dir)))
+                run_dirs.append(run_dir)
+                labels.append(method)
+                continue
             if run_dir.exists():
                 import shutil
 
@@ -89,13 +99,8 @@ def run(cfg: FinetuneBench) -> dict:
                                           eval_every=cfg.eval_every if method != "residual-ppo" else max(cfg.eval_every, budget // 6),
                                           eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir),
                            dsrl=cfg.dsrl, ppo=cfg.ppo)
-            t0 = time.monotonic()
             result = finetune(fcfg)
-            evals = result["evals"]
-            per_seed.append({"final_success_rate": evals[-1]["success_rate"] if evals else None,
-                             "best_success_rate": max((e["success_rate"] for e in evals), default=None),
-                             "success_by_step": {str(e["env_step"]): e["success_rate"] for e in evals},
-                             "wall_min": round((time.monotonic() - t0) / 60, 1)})
+            per_seed.append(_seed_summary(result["evals"], round((time.monotonic() - t0) / 60, 1)))
             run_dirs.append(run_dir)
             labels.append(method)
         finals = [s["final_success_rate"] for s in per_seed]
@@ -109,3 +114,28 @@ def run(cfg: FinetuneBench) -> dict:
                  title=f"{cfg.task}: fine-tuning a diffusion BC base (base success {base_success})")
     out["plot"] = str(png)
     return out
+
+
+def _seed_summary(evals: list[dict], wall_min: float | None) -> dict:
+    return {"final_success_rate": evals[-1]["success_rate"] if evals else None,
+            "best_success_rate": max((e["success_rate"] for e in evals), default=None),
+            "success_by_step": {str(e["env_step"]): e["success_rate"] for e in evals},
+            "wall_min": wall_min}
+
+
+def _finished_evals(run_dir: Path, budget: int) -> list[dict] | None:
+    """The evaluations of a run that reached its budget, or None (missing or interrupted)."""
+    from robot_rl.learning.runs import read_metrics
+
+    if not (run_dir / "metrics.jsonl").exists():
+        return None
+    evals = [{"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
+             for e in read_metrics(run_dir, "eval")]
+    return evals if evals and evals[-1]["env_step"] >= budget else None
+
+
+def _wall_min(run_dir: Path) -> float | None:
+    from robot_rl.learning.runs import read_metrics
+
+    walls = [float(m["wall_s"]) for m in read_metrics(run_dir) if "wall_s" in m]
+    return round(max(walls) / 60, 1) if walls else None

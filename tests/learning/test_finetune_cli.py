@@ -70,3 +70,19 @@ def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method,
     evals = read_metrics(tmp_path / "r", "eval")
     assert evals and evals[-1]["env_step"] >= 64 and evals[-1]["episodes"] == 1
     assert result["evals"][-1]["success_rate"] == evals[-1]["success_rate"]
+
+
+def test_bench_finetune_reuse_keeps_finished_runs_and_redoes_interrupted_ones(base, tmp_path):
+    args = ("bench", "finetune", "--base", str(base), "--method", "dsrl-sac", "--seeds", "2", "--steps", "48",
+            "--eval-every", "1000", "--eval-episodes", "1", "--dsrl.learning-starts", "2", "--runs-dir", str(tmp_path),
+            "--json")
+    first = last_json(robot_rl(*args))
+    runs = [tmp_path / f"pick_cube_dsrl-sac_seed{i}" / "metrics.jsonl" for i in range(2)]
+    finished = runs[0].read_text()
+    lines = runs[1].read_text().splitlines()
+    runs[1].write_text("\n".join(lines[:1]) + "\n")  # seed 1 "interrupted" after its first evaluation
+    second = last_json(robot_rl(*args, "--reuse"))
+    assert runs[0].read_text() == finished  # not run again
+    assert read_metrics(runs[1].parent, "eval")[-1]["env_step"] >= 48  # run again to the budget
+    assert second["methods"]["dsrl-sac"]["seeds"][0] == first["methods"]["dsrl-sac"]["seeds"][0] | {
+        "wall_min": second["methods"]["dsrl-sac"]["seeds"][0]["wall_min"]}
