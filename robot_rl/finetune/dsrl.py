@@ -36,10 +36,14 @@ class DSRLConfig:
 
     noise_bound: float = 1.5
     """|w| ≤ noise_bound per dimension (DSRL: 1 … 2.5)."""
-    sac: SACConfig = SACConfig(n_critics=2, critic_updates_per_actor_update=1, discount=0.97)
-    """The noise-space SAC agent (HIL-SERL's critic set; one chunk is one transition)."""
-    utd: float = 2.0
-    """Updates per chunk step."""
+    sac: SACConfig = SACConfig(n_critics=2, critic_updates_per_actor_update=1, discount=0.97, target_entropy=0.0)
+    """The noise-space SAC agent (HIL-SERL's critic set; one chunk is one transition), target
+    entropy 0 as in DSRL's configs (SAC's usual −|A|/2 would be −56 for a 16-step × 7-D noise)."""
+    utd: float = 20.0
+    """Updates per chunk step (DSRL: 20; 2.5 per env step with 8-step chunks). At 2 the temperature
+    fell too slowly: after 10k env steps the actor's entropy was still ≈ 74, its noise pushed to the
+    bound's corners, far from the N(0, I) the base was trained on. DSRL-NA samples the base twice
+    per update; `--dsrl.utd 4` keeps it affordable on a CPU."""
     learning_starts: int = 100
     """Chunk steps collected before updates start."""
     action_critic_hidden: tuple[int, ...] = (256, 256)
