@@ -268,8 +268,9 @@ def _values_at(series: list[dict[int, float]], step: int, align: str) -> list[fl
 
 
 def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path, *, title: str | None = None,
-                 confidence: float = 0.95) -> Path:
-    """Write the curves as a PNG (matplotlib Agg, no display); returns its path. Atomic replace."""
+                 confidence: float = 0.95, references: Mapping[str, float] | None = None) -> Path:
+    """Write the curves as a PNG (matplotlib Agg, no display); returns its path. Atomic replace.
+    `references`: labelled horizontal lines (e.g. {"base policy": 0.23})."""
     # Figure + Agg canvas, not pyplot: no global backend switch and no figure registry to leak.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -285,6 +286,8 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
                           label=f"{label} ({max(p.n_seeds for p in points)} seeds)")
         ax.fill_between(steps, [p.lo for p in points], [p.hi for p in points], color=line.get_color(), alpha=0.2,
                         linewidth=0)
+    for label, value in (references or {}).items():
+        ax.axhline(value, color="0.4", linestyle="--", linewidth=1.0, label=f"{label} ({value:.2f})")
     ax.set_xlabel("environment steps (env_step)")
     ax.set_ylabel("success rate (fraction of eval episodes)")
     ax.set_ylim(-0.02, 1.02)
@@ -303,7 +306,7 @@ def plot_success(runs: Sequence[str | Path], out_png: str | Path, *, label_by: L
                  labels: Sequence[str] | None = None, ignore_keys: Sequence[str] = ("seed", "name", "resume"),
                  align: Literal["common", "interpolate"] = "common", min_seeds: int | None = None,
                  confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 title: str | None = None) -> dict[str, list[CurvePoint]]:
+                 title: str | None = None, references: Mapping[str, float] | None = None) -> dict[str, list[CurvePoint]]:
     """Group runs into curves, compute IQM and bootstrap bands per eval env_step, write the PNG.
 
     Options as in PlotConfig; grouping and alignment rules in the module docstring.
@@ -317,7 +320,7 @@ def plot_success(runs: Sequence[str | Path], out_png: str | Path, *, label_by: L
     groups = group_runs(runs, label_by=label_by, labels=labels, ignore_keys=ignore_keys)
     table = success_curves(groups, align=align, min_seeds=min_seeds, confidence=confidence,
                            n_resamples=n_resamples, seed=seed)
-    draw_success(table, out_png, title=title, confidence=confidence)
+    draw_success(table, out_png, title=title, confidence=confidence, references=references)
     return table
 
 

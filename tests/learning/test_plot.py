@@ -197,3 +197,12 @@ def test_plot_config_parses_runs_as_positional_arguments():
 
     cfg = tyro.cli(PlotConfig, args=["runs/a_seed0", "runs/a_seed1", "--out", "a.png", "--min-seeds", "2"])
     assert cfg == PlotConfig(runs=("runs/a_seed0", "runs/a_seed1"), out="a.png", min_seeds=2)
+
+
+def test_reference_lines_are_drawn(tmp_path):
+    runs = [make_run(tmp_path, f"m_seed{i}", {0: 0.2, 100: 0.3 + 0.1 * i}) for i in range(2)]
+    plain = plot_success(runs, tmp_path / "plain.png", n_resamples=FAST_RESAMPLES, title="t")
+    with_base = plot_success(runs, tmp_path / "base.png", n_resamples=FAST_RESAMPLES, title="t",
+                             references={"base policy": 0.23})
+    assert with_base == plain  # the curves are the same ...
+    assert (tmp_path / "base.png").read_bytes() != (tmp_path / "plain.png").read_bytes()  # ... plus the line
