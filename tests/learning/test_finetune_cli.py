@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,7 +61,7 @@ def test_load_base_explains_a_wrong_file(tmp_path):
     ("dsrl-sac", ["--dsrl.learning-starts", "2"]),
     ("dsrl-na", ["--dsrl.learning-starts", "2"]),
     ("residual-ppo", ["--ppo.num-envs", "2", "--ppo.rollout-steps", "16"]),
-    ("residual-sac", ["--learning-starts", "20"]),
+    ("residual-sac", ["--learning-starts", "20", "--enable-over-episodes", "3"]),
 ])
 def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method, extra):
     out = robot_rl("finetune", "--base", str(base), "--method", method, "--env-steps", "64", "--eval-every", "1000",
@@ -70,6 +71,13 @@ def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method,
     evals = read_metrics(tmp_path / "r", "eval")
     assert evals and evals[-1]["env_step"] >= 64 and evals[-1]["episodes"] == 1
     assert result["evals"][-1]["success_rate"] == evals[-1]["success_rate"]
+    if method == "residual-sac":  # progressive enabling: episode 0 runs the base alone, stored as zero residuals
+        from robot_rl.learning import wire
+        from robot_rl.learning.step_log import StepLog
+
+        steps = [wire.decode(f) for f in StepLog(tmp_path / "r" / "replay").replay()]
+        first = [m.action for m in steps if m.episode == 0]
+        assert first and all(not np.any(a) for a in first)  # not the actor's (random, non-zero) samples
 
 
 def test_bench_finetune_reuse_keeps_finished_runs_and_redoes_interrupted_ones(base, tmp_path):
