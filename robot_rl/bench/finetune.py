@@ -46,6 +46,8 @@ class FinetuneBench:
     reuse: bool = False
     """Keep finished runs (a final evaluation at the budget in runs_dir/<task>_<method>_seed<i>) and
     run only the missing ones: an interrupted benchmark continues where it stopped."""
+    report_only: bool = False
+    """With --reuse: run nothing, report (and plot) the finished runs only."""
     json: bool = False
 
 
@@ -85,11 +87,13 @@ def run(cfg: FinetuneBench) -> dict:
             name = f"{cfg.task}_{method}_seed{seed}"
             run_dir = Path(cfg.runs_dir) / name
             t0 = time.monotonic()
-            evals = _finished_evals(run_dir, budget) if cfg.reuse else None
+            evals = _finished_evals(run_dir, budget) if cfg.reuse or cfg.report_only else None
             if evals is not None:
                 per_seed.append(_seed_summary(evals, _wall_min(run_dir)))
                 run_dirs.append(run_dir)
                 labels.append(method)
+                continue
+            if cfg.report_only:
                 continue
             if run_dir.exists():
                 import shutil
@@ -103,12 +107,14 @@ def run(cfg: FinetuneBench) -> dict:
             per_seed.append(_seed_summary(result["evals"], round((time.monotonic() - t0) / 60, 1)))
             run_dirs.append(run_dir)
             labels.append(method)
+        if not per_seed:
+            continue
         finals = [s["final_success_rate"] for s in per_seed]
         out["methods"][method] = {
             "env_steps": budget, "final_success_rate": finals,
             "mean_final_success_rate": round(float(np.mean(finals)), 3) if None not in finals else None,
             "gain_points": round(100 * (float(np.mean(finals)) - base_success), 1) if base_success is not None and None not in finals else None,
-            "wall_min": [s["wall_min"] for s in per_seed], "seeds": per_seed}
+            "wall_min": [s["wall_min"] for s in per_seed], "seeds_reported": len(per_seed), "seeds": per_seed}
     png = Path(cfg.runs_dir) / f"{cfg.task}_finetune.png"
     plot_success(run_dirs, png, labels=tuple(labels), align="interpolate",
                  title=f"{cfg.task}: RL over a frozen diffusion BC base (IQM over seeds, 95 % CI)",

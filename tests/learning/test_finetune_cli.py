@@ -94,3 +94,9 @@ def test_bench_finetune_reuse_keeps_finished_runs_and_redoes_interrupted_ones(ba
     assert read_metrics(runs[1].parent, "eval")[-1]["env_step"] >= 48  # run again to the budget
     assert second["methods"]["dsrl-sac"]["seeds"][0] == first["methods"]["dsrl-sac"]["seeds"][0] | {
         "wall_min": second["methods"]["dsrl-sac"]["seeds"][0]["wall_min"]}
+    # --report-only with a third seed that never ran: reports the two finished ones, runs nothing.
+    three = list(args)
+    three[three.index("--seeds") + 1] = "3"
+    report = last_json(robot_rl(*three, "--report-only"))
+    assert report["methods"]["dsrl-sac"]["seeds_reported"] == 2
+    assert not (tmp_path / "pick_cube_dsrl-sac_seed2").exists()
