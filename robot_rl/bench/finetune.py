@@ -47,7 +47,7 @@ class FinetuneBench:
     """Keep finished runs (a final evaluation at the budget in runs_dir/<task>_<method>_seed<i>) and
     run only the missing ones: an interrupted benchmark continues where it stopped."""
     report_only: bool = False
-    """With --reuse: run nothing, report (and plot) the finished runs only."""
+    """Run nothing: report (and plot) the finished runs only."""
     json: bool = False
 
 
@@ -87,9 +87,9 @@ def run(cfg: FinetuneBench) -> dict:
             name = f"{cfg.task}_{method}_seed{seed}"
             run_dir = Path(cfg.runs_dir) / name
             t0 = time.monotonic()
-            evals = _finished_evals(run_dir, budget) if cfg.reuse or cfg.report_only else None
-            if evals is not None:
-                per_seed.append(_seed_summary(evals, _wall_min(run_dir)))
+            finished = _finished_run(run_dir, budget) if cfg.reuse or cfg.report_only else None
+            if finished is not None:
+                per_seed.append(_seed_summary(*finished))
                 run_dirs.append(run_dir)
                 labels.append(method)
                 continue
@@ -130,19 +130,16 @@ def _seed_summary(evals: list[dict], wall_min: float | None) -> dict:
             "wall_min": wall_min}
 
 
-def _finished_evals(run_dir: Path, budget: int) -> list[dict] | None:
-    """The evaluations of a run that reached its budget, or None (missing or interrupted)."""
+def _finished_run(run_dir: Path, budget: int) -> tuple[list[dict], float | None] | None:
+    """(evaluations, wall minutes) of a run that reached its budget, or None (missing or interrupted)."""
+    from robot_rl.finetune.run import _eval_point
     from robot_rl.learning.runs import read_metrics
 
     if not (run_dir / "metrics.jsonl").exists():
         return None
-    evals = [{"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
-             for e in read_metrics(run_dir, "eval")]
-    return evals if evals and evals[-1]["env_step"] >= budget else None
-
-
-def _wall_min(run_dir: Path) -> float | None:
-    from robot_rl.learning.runs import read_metrics
-
-    walls = [float(m["wall_s"]) for m in read_metrics(run_dir) if "wall_s" in m]
-    return round(max(walls) / 60, 1) if walls else None
+    lines = read_metrics(run_dir)
+    evals = [_eval_point(m) for m in lines if m.get("kind") == "eval"]
+    if not evals or evals[-1]["env_step"] < budget:
+        return None
+    walls = [float(m["wall_s"]) for m in lines if "wall_s" in m]
+    return evals, round(max(walls) / 60, 1) if walls else None
