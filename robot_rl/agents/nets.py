@@ -3,11 +3,14 @@ tanh-squashed Gaussian policy head."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, *, layer_norm: bool = True) -> nn.Sequential:
@@ -113,13 +116,38 @@ class EnsembleMLP(nn.Module):
         self.norms = nn.ModuleList(EnsembleLayerNorm(n, h) for h in hidden) if layer_norm else None
         self.out = EnsembleLinear(n, dims[-1], out_dim)
 
+    _compiled = None
+
+    def compile_forward(self) -> None:
+        """Run forward (and its backward) as torch.compile'd kernels: on CPUs the fused
+        LayerNorm · affine · ReLU passes cut the 10-critic SAC update by about a third (robot-rl
+        bench learner). Compiling takes ≈ 20 s on the first call of each of the few call patterns
+        (cached on disk after). Without a working C++ compiler it falls back to eager, once, with a warning."""
+        self._compiled = torch.compile(self._forward_unfused, dynamic=False)
+
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                return self._compiled(x, members)
+            except torch._dynamo.exc.BackendCompilerFailed as exc:
+                log.warning("torch.compile failed (%s); the critic ensemble runs eagerly. Install a C++ "
+                            "compiler (apt install g++) or pass --no-compile to skip trying.", str(exc).splitlines()[0])
+                self._compiled = None
         for i, lin in enumerate(self.linears):
             x = lin(x, members)
             if self.norms is not None:
                 x = self.norms[i].forward_relu(x, members)
             else:
                 x = F.relu(x, inplace=True)
+        return self.out(x, members)
+
+    def _forward_unfused(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        # Plain ops for the compiler to fuse (the hand-fused autograd node of `forward` would hide them).
+        for i, lin in enumerate(self.linears):
+            x = lin(x, members)
+            if self.norms is not None:
+                x = self.norms[i](x, members)
+            x = F.relu(x)
         return self.out(x, members)
 
 

@@ -96,6 +96,12 @@ class SACAgent(nn.Module):
         return self.log_alpha.exp()
 
 
+def compile_critics(agent: SACAgent) -> None:
+    """Compile the critic ensembles' forward and backward (see `EnsembleMLP.compile_forward`)."""
+    agent.critic.compile_forward()
+    agent.target_critic.compile_forward()
+
+
 def make_optimizers(agent: SACAgent, cfg: SACConfig) -> dict[str, torch.optim.Optimizer]:
     """Adam per loss. The encoder trains with the critic (DrQ), never with the actor."""
     critic_params = list(agent.critic.parameters()) + [p for p in agent.encoder.parameters() if p.requires_grad]

@@ -83,6 +83,9 @@ class TrainConfig:
     loopback ports when this is left at its default."""
     torch_threads: int = 1
     device: str = "cpu"
+    compile: bool = True
+    """Learner: torch.compile the critic ensembles (≈ 1.4× faster updates on CPU, ≈ 20 s of
+    compiling at the first updates, cached on disk after; needs a C++ compiler, else eager)."""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """Learner float32 matmuls (torch.set_float32_matmul_precision): "high" allows TF32 on
     NVIDIA GPUs, "medium" bfloat16 (also on CPUs with AMX / AVX512-BF16, ≈ 2× faster matmuls,

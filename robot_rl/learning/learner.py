@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import zmq
 
-from robot_rl.agents.sac import make_optimizers, update
+from robot_rl.agents.sac import compile_critics, make_optimizers, update
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes
@@ -65,8 +65,10 @@ class Learner:
             env.close()
         self.agent = make_agent(cfg, self.layout, self.action_dim)
         self.opts = make_optimizers(self.agent, cfg.agent)
+        if cfg.compile:
+            compile_critics(self.agent)
         self.run_dir = RunDir(cfg.run_name, root=cfg.runs_dir, resume=resume, config=cfg,
-                              resume_may_differ=("resume", "env_steps", "eval_every", "eval_episodes"))
+                              resume_may_differ=("resume", "env_steps", "eval_every", "eval_episodes", "compile"))
         self.metrics = MetricsWriter(self.run_dir)
         self.ingest = Ingestor(self.agent, self.layout, cfg)
         self.sampler = MixedSampler(self.ingest.online, self.ingest.demo, demo_fraction=cfg.demo_fraction,

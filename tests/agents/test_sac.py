@@ -197,3 +197,34 @@ def test_actor_warmup_trains_only_the_critic_first():
     update(ag, opts, batch(3), c)
     assert not all(torch.equal(a, b) for a, b in zip(actor0, ag.actor.parameters()))
     assert int(ag.updates) == 4 and "updates" in ag.state_dict()
+
+
+def test_compiled_ensemble_matches_eager_values_and_gradients():
+    torch.manual_seed(0)
+    eager = EnsembleMLP(4, D, (32, 32), 1)
+    compiled = EnsembleMLP(4, D, (32, 32), 1)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_forward()
+    x = torch.randn(16, D)
+    for members in (None, torch.tensor([1, 3])):
+        torch.testing.assert_close(compiled(x, members), eager(x, members))
+    xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (eager(xe) ** 2).sum().backward()
+    (compiled(xc) ** 2).sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)
+    for pe, pc in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(pc.grad, pe.grad)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
+    ens = EnsembleMLP(3, D, (16,), 1)
+    expected = ens(torch.ones(2, D))
+
+    def broken(*_args, **_kwargs):
+        raise torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, RuntimeError("InvalidCxxCompiler: no g++"), None)
+
+    ens.compile_forward()
+    monkeypatch.setattr(ens, "_compiled", broken)
+    with caplog.at_level("WARNING"):
+        torch.testing.assert_close(ens(torch.ones(2, D)), expected)
+    assert ens._compiled is None and "--no-compile" in caplog.text
