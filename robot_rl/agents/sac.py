@@ -9,7 +9,8 @@ an env, a buffer, a logger or a socket.
 Batches are dicts of tensors (`batch` for one minibatch):
     features / next_features (B, F) — or "obs"/"next_obs" dicts that `agent.encode()` turns into
     features; "action" (B, A) in [−1, 1]; "reward" (B,); "mask" (B,) = 1 − terminated (time-limit
-    truncation still bootstraps); "grasp_penalty" (B,) for the hybrid gripper critic.
+    truncation still bootstraps); "grasp_penalty" (B,) for the hybrid gripper critic; optional
+    "discount" (B,): the bootstrap discount of n-step rows (γ^m), else `cfg.discount`.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Ten
         next_v = target_q.min(0).values
         if cfg.backup_entropy:
             next_v = next_v - agent.alpha * next_log_prob
-        target = batch["reward"] + cfg.discount * batch["mask"] * next_v
+        target = batch["reward"] + batch.get("discount", cfg.discount) * batch["mask"] * next_v
     q = agent.critic(torch.cat([features, agent.critic_action(batch["obs"], batch["action"][:, : agent.cont_dim])],
                                -1)).squeeze(-1)
     loss = ((q - target.unsqueeze(0)) ** 2).mean(1).sum()  # sum over members: each head learns at full rate
@@ -180,7 +181,7 @@ def gripper_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Te
         best = agent.grip_critic(next_in).argmax(-1, keepdim=True)
         next_q = agent.target_grip_critic(next_in).gather(-1, best).squeeze(-1)
         reward = batch["reward"] + batch.get("grasp_penalty", torch.zeros_like(batch["reward"]))
-        target = reward + cfg.discount * batch["mask"] * next_q
+        target = reward + batch.get("discount", cfg.discount) * batch["mask"] * next_q
     cls = (batch["action"][:, -1].round().clamp(-1, 1) + 1).long()
     q = agent.grip_critic(torch.cat([features, batch["action"][:, : agent.cont_dim]], -1))
     q_taken = q.gather(-1, cls.unsqueeze(-1)).squeeze(-1)

@@ -72,7 +72,7 @@ class Learner:
         self.metrics = MetricsWriter(self.run_dir)
         self.ingest = Ingestor(self.agent, self.layout, cfg)
         self.sampler = MixedSampler(self.ingest.online, self.ingest.demo, demo_fraction=cfg.demo_fraction,
-                                    seed=cfg.seed)
+                                    seed=cfg.seed, n_step=cfg.agent.n_step, discount=cfg.agent.discount)
         self.step_log = StepLog(self.run_dir.path / "replay")
         self.update_count = 0
         self.weights_version = 0

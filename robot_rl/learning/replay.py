@@ -4,7 +4,10 @@ transitions point at their observation and next observation.
 An episode of T steps adds T + 1 observations and T transitions, so the next observation of the
 last step, whether the episode terminated or was truncated by the time limit, is the true
 final observation (not the next episode's reset frame). `mask` = 1 − terminated: truncation
-still bootstraps. `MixedSampler` draws a fixed fraction of each batch from a demo buffer.
+still bootstraps. Each transition links to the next one of its episode, so batches can carry
+n-step returns (ResFiT uses 3–5 for sparse rewards): the discounted reward of up to n steps, the
+observation after them, and the discount γ^m of the m steps taken (fewer at an episode's end).
+`MixedSampler` draws a fixed fraction of each batch from a demo buffer.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class ReplayBuffer:
         self.intervention = np.zeros(capacity, bool)
         self.grasp_penalty = np.zeros(capacity, np.float32)
         self.seq = np.zeros(capacity, np.int64)
+        self.next_t = np.full(capacity, -1, np.int64)  # absolute index of the episode's next transition
         self.written = 0
 
     def __len__(self) -> int:
@@ -67,9 +71,11 @@ class ReplayBuffer:
         return self.obs_written - 1
 
     def add(self, obs_index: int, next_index: int, action: np.ndarray, reward: float, *, terminated: bool,
-            truncated: bool, intervention: bool = False, grasp_penalty: float = 0.0, seq: int = -1) -> None:
-        """Store one transition between two stored observations (absolute indices)."""
+            truncated: bool, intervention: bool = False, grasp_penalty: float = 0.0, seq: int = -1) -> int:
+        """Store one transition between two stored observations (absolute indices); returns the
+        transition's absolute index."""
         i = self.written % self.capacity
+        self.next_t[i] = -1
         self.obs_idx[i], self.next_idx[i] = obs_index, next_index
         self.action[i] = action
         self.reward[i] = reward
@@ -77,6 +83,12 @@ class ReplayBuffer:
         self.grasp_penalty[i] = grasp_penalty
         self.seq[i] = seq
         self.written += 1
+        return self.written - 1
+
+    def link(self, prev: int, nxt: int) -> None:
+        """Record that transition `nxt` follows `prev` in one episode (absolute indices)."""
+        if prev >= self.written - self.capacity:
+            self.next_t[prev % self.capacity] = nxt
 
     def _valid(self, idx: np.ndarray) -> np.ndarray:
         oldest = self.obs_written - self.obs_capacity
@@ -93,23 +105,60 @@ class ReplayBuffer:
             bad = ~self._valid(idx)
         return idx
 
-    def gather(self, idx: np.ndarray) -> dict:
+    def gather(self, idx: np.ndarray, *, n_step: int = 1, discount: float | None = None) -> dict:
         """Batch of transitions as numpy arrays: obs/next_obs dicts of fields, action, reward,
-        mask (1 − terminated), grasp_penalty, intervention."""
+        mask (1 − terminated), grasp_penalty, intervention. With `n_step` > 1: reward and
+        grasp_penalty are discounted sums over up to n steps of the episode, next_obs and mask
+        those after the last step taken, and "discount" (B,) is γ^m for the m steps taken."""
+        if n_step > 1:
+            if discount is None:
+                raise ValueError("n-step returns need the discount")
+            reward, penalty, next_idx, terminated, gamma_m = self._n_step(idx, n_step, discount)
+        else:
+            reward, penalty = self.reward[idx], self.grasp_penalty[idx]
+            next_idx, terminated, gamma_m = self.next_idx[idx], self.terminated[idx], None
         o = self.obs_idx[idx] % self.obs_capacity
-        n = self.next_idx[idx] % self.obs_capacity
-        return {
+        n = next_idx % self.obs_capacity
+        batch = {
             "obs": {k: v[o] for k, v in self.obs.items()},
             "next_obs": {k: v[n] for k, v in self.obs.items()},
             "action": self.action[idx],
-            "reward": self.reward[idx],
-            "mask": 1.0 - self.terminated[idx].astype(np.float32),
-            "grasp_penalty": self.grasp_penalty[idx],
+            "reward": reward,
+            "mask": 1.0 - terminated.astype(np.float32),
+            "grasp_penalty": penalty,
             "intervention": self.intervention[idx],
         }
+        if gamma_m is not None:
+            batch["discount"] = gamma_m
+        return batch
 
-    def sample(self, n: int, rng: np.random.Generator) -> dict:
-        return self.gather(self.sample_indices(n, rng))
+    def _n_step(self, idx: np.ndarray, n_step: int, discount: float):
+        reward = self.reward[idx].copy()
+        penalty = self.grasp_penalty[idx].copy()
+        next_idx = self.next_idx[idx].copy()
+        terminated = self.terminated[idx].copy()
+        ended = terminated | self.truncated[idx]
+        gamma_m = np.full(len(idx), discount, np.float32)
+        cur = np.asarray(idx).copy()
+        oldest_t, oldest_obs = self.written - self.capacity, self.obs_written - self.obs_capacity
+        for _ in range(n_step - 1):
+            link = self.next_t[cur]
+            go = ~ended & (link >= 0) & (link >= oldest_t)
+            go[go] &= self.next_idx[link[go] % self.capacity] >= oldest_obs
+            if not go.any():
+                break
+            j = link[go] % self.capacity
+            reward[go] += gamma_m[go] * self.reward[j]
+            penalty[go] += gamma_m[go] * self.grasp_penalty[j]
+            next_idx[go] = self.next_idx[j]
+            terminated[go] = self.terminated[j]
+            ended[go] = self.terminated[j] | self.truncated[j]
+            gamma_m[go] *= discount
+            cur[go] = j
+        return reward, penalty, next_idx, terminated, gamma_m
+
+    def sample(self, n: int, rng: np.random.Generator, *, n_step: int = 1, discount: float | None = None) -> dict:
+        return self.gather(self.sample_indices(n, rng), n_step=n_step, discount=discount)
 
     def transitions(self) -> dict:
         """Every stored transition in insertion order (oldest first), for tests and export."""
@@ -125,6 +174,7 @@ class EpisodeAssembler:
 
     def __init__(self) -> None:
         self._last: dict[tuple[int, str], int] = {}
+        self._last_t: dict[tuple[int, str], int] = {}
 
     def step(self, buffer: ReplayBuffer, stream: str, obs_fields: dict | None, next_fields: dict,
              action: np.ndarray, reward: float, *, terminated: bool, truncated: bool, intervention: bool = False,
@@ -134,15 +184,20 @@ class EpisodeAssembler:
         key = (id(buffer), stream)
         if obs_fields is not None:
             self._last[key] = buffer.add_obs(obs_fields)
+            self._last_t.pop(key, None)
         elif key not in self._last:
             raise ValueError(f"stream {stream!r}: first step of an episode must carry its observation")
         nxt = buffer.add_obs(next_fields)
-        buffer.add(self._last[key], nxt, action, reward, terminated=terminated, truncated=truncated,
-                   intervention=intervention, grasp_penalty=grasp_penalty, seq=seq)
+        t = buffer.add(self._last[key], nxt, action, reward, terminated=terminated, truncated=truncated,
+                       intervention=intervention, grasp_penalty=grasp_penalty, seq=seq)
+        if key in self._last_t:
+            buffer.link(self._last_t[key], t)
         if terminated or truncated:
             del self._last[key]
+            self._last_t.pop(key, None)
         else:
             self._last[key] = nxt
+            self._last_t[key] = t
 
 
 class MixedSampler:
@@ -150,10 +205,13 @@ class MixedSampler:
     batch's `from_demo` (float 0/1) says which rows came from it."""
 
     def __init__(self, online: ReplayBuffer, demo: ReplayBuffer | None, *, demo_fraction: float = 0.5,
-                 seed: int = 0) -> None:
+                 seed: int = 0, n_step: int = 1, discount: float | None = None) -> None:
         if not 0.0 <= demo_fraction <= 1.0:
             raise ConfigError(f"demo_fraction must be in [0, 1], got {demo_fraction}")
+        if n_step < 1 or (n_step > 1 and discount is None):
+            raise ConfigError(f"n_step must be ≥ 1 (and > 1 needs the discount), got {n_step}")
         self.online, self.demo, self.demo_fraction = online, demo, demo_fraction
+        self.n_step, self.discount = n_step, discount
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> dict:
@@ -162,9 +220,11 @@ class MixedSampler:
             n_demo = n
         parts = []
         if n_demo:
-            parts.append(self.demo.sample(n_demo, self.rng) | {"from_demo": np.ones(n_demo, np.float32)})
+            parts.append(self.demo.sample(n_demo, self.rng, n_step=self.n_step, discount=self.discount)
+                         | {"from_demo": np.ones(n_demo, np.float32)})
         if n - n_demo:
-            parts.append(self.online.sample(n - n_demo, self.rng) | {"from_demo": np.zeros(n - n_demo, np.float32)})
+            parts.append(self.online.sample(n - n_demo, self.rng, n_step=self.n_step, discount=self.discount)
+                         | {"from_demo": np.zeros(n - n_demo, np.float32)})
         if len(parts) == 1:
             return parts[0]
         # Shuffle: the update slices one batch into several critic minibatches, and each must

@@ -228,3 +228,18 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog)
     with caplog.at_level("WARNING"):
         torch.testing.assert_close(ens(torch.ones(2, D)), expected)
     assert ens._compiled is None and "--no-compile" in caplog.text
+
+
+def test_n_step_rows_bootstrap_with_their_own_discount():
+    ag, cfg = agent(backup_entropy=False)
+    b = batch()
+    torch.manual_seed(3)
+    _, plain = critic_loss(ag, b, cfg)
+    torch.manual_seed(3)
+    _, none = critic_loss(ag, {**b, "discount": torch.zeros(B)}, cfg)
+    assert none["target_mean"] == pytest.approx(b["reward"].mean().item(), abs=1e-6)
+    torch.manual_seed(3)
+    _, same = critic_loss(ag, {**b, "discount": torch.full((B,), cfg.discount)}, cfg)
+    assert same["target_mean"] == pytest.approx(plain["target_mean"], abs=1e-6)
+    with pytest.raises(ValueError, match="n_step"):
+        SACConfig(n_step=0)

@@ -84,3 +84,50 @@ def test_mixed_sampler_draws_the_demo_fraction_and_shuffles():
     assert from_demo[:128].sum() not in (0, 128)  # shuffled: both halves mix demo and online
     only_demo = MixedSampler(ReplayBuffer(10, FIELDS, 3), demo, demo_fraction=0.5).sample(16)
     assert (only_demo["obs"]["state"][:, 0] >= 1000).all()  # empty online buffer: all from demos
+
+
+def test_n_step_returns_stop_at_episode_ends():
+    buf = ReplayBuffer(100, FIELDS, 3)
+    fill(buf, [(5, True), (4, False)])  # reward 1 on the terminating step only
+    g = 0.9
+    b = buf.gather(np.arange(9), n_step=3, discount=g)
+    s, nxt = b["obs"]["state"][:, 0], b["next_obs"]["state"][:, 0]
+    np.testing.assert_array_equal(s, [0, 1, 2, 3, 4, 100, 101, 102, 103])
+    # Three steps ahead, or the episode's final observation when it ends sooner.
+    np.testing.assert_array_equal(nxt, [3, 4, 5, 5, 5, 103, 104, 104, 104])
+    np.testing.assert_allclose(b["reward"], [0, 0, g**2, g, 1, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(b["discount"], [g**3, g**3, g**3, g**2, g, g**3, g**3, g**2, g], rtol=1e-6)
+    # Rows reaching the termination stop bootstrapping; truncated ones still bootstrap.
+    np.testing.assert_array_equal(b["mask"], [1, 1, 0, 0, 0, 1, 1, 1, 1])
+    one = buf.gather(np.arange(9))
+    assert "discount" not in one
+    np.testing.assert_array_equal(one["next_obs"]["state"][:, 0], s + 1)
+
+
+def test_n_step_follows_each_stream_and_the_ring():
+    buf, asm = ReplayBuffer(12, FIELDS, 3), EpisodeAssembler()
+    # Two streams interleaved step by step (an actor's steps and an intervention stream).
+    for t in range(10):
+        for stream, base in (("a", 0), ("b", 500)):
+            asm.step(buf, stream, obs(base + t) if t == 0 else None, obs(base + t + 1), np.zeros(3, np.float32),
+                     float(base + t), terminated=False, truncated=False)
+    idx = np.arange(len(buf))
+    b = buf.gather(idx, n_step=2, discount=0.5)
+    s, nxt = b["obs"]["state"][:, 0], b["next_obs"]["state"][:, 0]
+    last = s % 100 == 9  # the newest step of each stream has no successor yet: one step only
+    np.testing.assert_array_equal(nxt[~last], s[~last] + 2)
+    np.testing.assert_allclose(b["reward"][~last], s[~last] + 0.5 * (s[~last] + 1))
+    np.testing.assert_array_equal(nxt[last], s[last] + 1)
+    np.testing.assert_allclose(b["discount"], np.where(last, 0.5, 0.25))
+
+
+def test_mixed_sampler_passes_n_step_to_both_buffers():
+    online, demo = ReplayBuffer(100, FIELDS, 3), ReplayBuffer(100, FIELDS, 3)
+    fill(online, [(20, False)])
+    fill(demo, [(20, False)])
+    batch = MixedSampler(online, demo, n_step=4, discount=0.9, seed=0).sample(200)
+    gap = batch["next_obs"]["state"][:, 0] - batch["obs"]["state"][:, 0]
+    np.testing.assert_allclose(batch["discount"], 0.9 ** gap, rtol=1e-6)
+    assert set(np.unique(gap)) <= {1, 2, 3, 4} and (gap == 4).mean() > 0.7
+    with pytest.raises(Exception, match="n_step"):
+        MixedSampler(online, demo, n_step=3)
