@@ -84,7 +84,7 @@ class TrainConfig:
     torch_threads: int = 1
     device: str = "cpu"
     compile: bool = True
-    """Learner: torch.compile the critic ensembles (≈ 1.4× faster updates on CPU, ≈ 20 s of
+    """Learner: torch.compile the critic ensembles (1.2–1.5× faster updates on CPU, ≈ 20 s of
     compiling at the first updates, cached on disk after; needs a C++ compiler, else eager)."""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """Learner float32 matmuls (torch.set_float32_matmul_precision): "high" allows TF32 on
