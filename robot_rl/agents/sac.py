@@ -56,17 +56,17 @@ class SACAgent(nn.Module):
             with torch.no_grad():  # zero residual mean, smallest-but-one std: the base acts alone at first
                 last.weight.zero_()
                 last.bias.zero_()
+            self.register_buffer("residual_scale", torch.tensor(cfg.residual_scales(action_dim)), persistent=False)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         """Updates done (resumes with the state dict; drives the actor warm-up)."""
 
     def critic_action(self, obs: dict, action: torch.Tensor) -> torch.Tensor:
         """The action the critic scores for the agent's `action` (B, cont_dim): the action itself,
         or with `residual_scale` the executed clip(base + scale · residual), base read off the state."""
-        scale = self.cfg.residual_scale
-        if scale is None:
+        if self.cfg.residual_scale is None:
             return action
         base = obs["state"][:, : self.cont_dim]
-        return (base + scale * action).clamp(-1.0, 1.0)
+        return (base + self.residual_scale * action).clamp(-1.0, 1.0)
 
     # ---- acting ------------------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class SACConfig:
     the critic scores that executed sum. The base action must be the first action_dim entries of
     the state (robot_rl.finetune.wrappers.ResidualEnv puts it there). The actor's mean layer starts
     at zero, so the untrained residual leaves the base unchanged."""
+    residual_gripper_scale: float | None = None
+    """Residual scale of the last action dimension, the gripper (None: `residual_scale`). A binary
+    gripper command of ±1 cannot be flipped by a residual of 0.1; 1.0 gives the residual authority
+    over when to open and close (the base's timing is a common failure of weak BC policies)."""
     actor_warmup_updates: int = 0
     """Updates that train only the critic before the actor and temperature start (critic warm-up:
     a residual policy should not move before its critic knows the base's values)."""
@@ -55,6 +59,10 @@ class SACConfig:
     def __post_init__(self) -> None:
         if self.residual_scale is not None and not 0.0 < self.residual_scale <= 2.0:
             raise ValueError(f"residual_scale must be None or in (0, 2], got {self.residual_scale}")
+        if self.residual_gripper_scale is not None and (
+                self.residual_scale is None or not 0.0 < self.residual_gripper_scale <= 2.0):
+            raise ValueError("residual_gripper_scale needs residual_scale and must be in (0, 2], "
+                             f"got {self.residual_gripper_scale}")
         if self.actor_warmup_updates < 0:
             raise ValueError(f"actor_warmup_updates must be ≥ 0, got {self.actor_warmup_updates}")
         if self.n_critics < 1:
@@ -75,6 +83,13 @@ class SACConfig:
             raise ValueError(f"bc_weight must be ≥ 0, got {self.bc_weight}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be ≥ 2, got {self.batch_size}")
+
+    def residual_scales(self, action_dim: int) -> list[float]:
+        """Per-dimension residual scale, the gripper (last dimension) at `residual_gripper_scale`."""
+        if self.residual_scale is None:
+            raise ValueError("not a residual agent: residual_scale is None")
+        grip = self.residual_scale if self.residual_gripper_scale is None else self.residual_gripper_scale
+        return [self.residual_scale] * (action_dim - 1) + [grip]
 
     @staticmethod
     def rlpd() -> SACConfig:

@@ -175,7 +175,8 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
 
     def make_env():
         counter[0] += 1
-        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout, scale=cfg.residual.residual_scale,
+        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout,
+                           scale=cfg.residual.residual_scales(base.policy.action_dim),
                            seed=cfg.seed * 1000 + counter[0])
 
     eval_env = make_env()

@@ -19,6 +19,7 @@ seed, so evaluations are reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -62,11 +63,14 @@ class ResidualEnv(_BaseWrapper):
     """See the module docstring. Observation: the env's Dict plus "base_action" (A,) — first in the
     flat state, where the residual SAC agent reads it (`SACConfig.residual_scale`)."""
 
-    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, scale: float = 0.1,
-                 seed: int = 0, enable_over_episodes: int = 0) -> None:
+    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *,
+                 scale: float | Sequence[float] = 0.1, seed: int = 0, enable_over_episodes: int = 0) -> None:
+        """`scale`: one residual scale, or one per action dimension (e.g. a larger one for a
+        binary gripper, `SACConfig.residual_scales`)."""
         super().__init__(env, policy, layout, seed=seed)
-        if not 0.0 < scale <= 2.0:
-            raise ConfigError(f"residual scale must be in (0, 2], got {scale}")
+        scale = np.broadcast_to(np.asarray(scale, np.float64), (policy.action_dim,)).copy()
+        if not ((scale > 0.0) & (scale <= 2.0)).all():
+            raise ConfigError(f"residual scale must be in (0, 2], got {scale.tolist()}")
         if enable_over_episodes < 0:
             raise ConfigError(f"enable_over_episodes must be ≥ 0, got {enable_over_episodes}")
         self.scale = scale

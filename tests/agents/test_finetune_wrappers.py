@@ -88,6 +88,20 @@ def test_residual_moves_the_action_by_scale_in_normalized_units_and_converts_bac
     np.testing.assert_allclose(env.agent_action(env.to_env(target_n)), expected, atol=1e-4)
 
 
+def test_a_gripper_scale_gives_the_residual_authority_over_the_last_dimension():
+    policy = base_policy()
+    inner = CountingEnv()
+    env = ResidualEnv(inner, policy, layout_of(inner), scale=[0.1, 0.1, 1.0])
+    obs, _ = env.reset(seed=0)
+    base_n = obs["base_action"].astype(np.float64)
+    residual = np.array([1.0, 1.0, -1.0])
+    _, _, _, _, info = env.step(residual)
+    np.testing.assert_allclose(env.to_normalized(info["executed_action"]),
+                               np.clip(base_n + np.array([0.1, 0.1, 1.0]) * residual, -1, 1), atol=1e-5)
+    with pytest.raises(ConfigError, match="scale"):
+        ResidualEnv(CountingEnv(), policy, layout_of(inner), scale=[0.1, 0.0, 1.0])
+
+
 def test_residual_env_resets_the_base_queue_every_episode():
     policy = base_policy()
     inner = CountingEnv(length=5)

@@ -243,3 +243,13 @@ def test_n_step_rows_bootstrap_with_their_own_discount():
     assert same["target_mean"] == pytest.approx(plain["target_mean"], abs=1e-6)
     with pytest.raises(ValueError, match="n_step"):
         SACConfig(n_step=0)
+
+
+def test_residual_gripper_scale_reaches_the_critic_action():
+    ag, cfg = agent(residual_scale=0.1, residual_gripper_scale=1.0)
+    obs = {"state": torch.zeros(2, D)}
+    executed = ag.critic_action(obs, -torch.ones(2, A))
+    torch.testing.assert_close(executed[0], torch.tensor([-0.1] * (A - 1) + [-1.0]))
+    assert cfg.residual_scales(A) == [0.1] * (A - 1) + [1.0]
+    with pytest.raises(ValueError, match="residual_gripper_scale"):
+        SACConfig(residual_gripper_scale=1.0)
