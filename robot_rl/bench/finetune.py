@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 from robot_rl.agents.diffusion import DiffusionConfig
+from robot_rl.agents.sac_config import SACConfig
 from robot_rl.finetune.dsrl import DSRLConfig
 from robot_rl.finetune.ppo import PPOConfig
+from robot_rl.finetune.run import RESIDUAL_SAC
 
 Method = Literal["residual-sac", "residual-ppo", "dsrl-sac", "dsrl-na"]
 
@@ -40,6 +42,8 @@ class FinetuneBench:
     """Scripted demos the base is trained on (few: a weak base). On pick_cube: 3 → 0.26 success,
     5 → 0.84, 20 → 0.96."""
     bc: DiffusionConfig = DiffusionConfig()
+    residual: SACConfig = RESIDUAL_SAC
+    """residual-sac agent (`robot-rl finetune`'s default; residual-ppo uses its residual scales)."""
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
     runs_dir: str = "runs/bench_finetune"
@@ -102,7 +106,7 @@ def run(cfg: FinetuneBench) -> dict:
             fcfg = replace(FinetuneConfig(base=str(base_path), method=method, env_steps=budget,
                                           eval_every=cfg.eval_every if method != "residual-ppo" else max(cfg.eval_every, budget // 6),
                                           eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir),
-                           dsrl=cfg.dsrl, ppo=cfg.ppo)
+                           residual=cfg.residual, dsrl=cfg.dsrl, ppo=cfg.ppo)
             result = finetune(fcfg)
             per_seed.append(_seed_summary(result["evals"], round((time.monotonic() - t0) / 60, 1)))
             run_dirs.append(run_dir)

@@ -28,6 +28,11 @@ from robot_rl.errors import ConfigError
 from robot_rl.finetune.dsrl import DSRLConfig
 from robot_rl.finetune.ppo import PPOConfig
 
+RESIDUAL_SAC = SACConfig(residual_scale=0.1, actor_warmup_updates=1_000, explore_std=0.5,
+                         critic_updates_per_actor_update=1)
+"""The residual-sac agent's defaults (see FinetuneConfig.residual)."""
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tune a frozen diffusion BC base (robot-rl train-bc) with residual RL or DSRL."""
@@ -50,8 +55,7 @@ class FinetuneConfig:
     keys_dir: str | None = None
     intervention: Literal["none", "scripted", "keyboard", "spacemouse"] = "none"
     """residual-sac: who may take over (their actions are stored as residuals)."""
-    residual: SACConfig = SACConfig(residual_scale=0.1, actor_warmup_updates=1_000, explore_std=0.5,
-                                    critic_updates_per_actor_update=1)
+    residual: SACConfig = RESIDUAL_SAC
     """residual-sac agent: residual 0.1 in normalized units, 1000 critic-only updates first,
     exploration noise 0.5 in residual units (0.05 in actions). residual-ppo uses its residual_scale."""
     dsrl: DSRLConfig = DSRLConfig()
