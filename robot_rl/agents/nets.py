@@ -115,8 +115,7 @@ class EnsembleMLP(nn.Module):
         self.linears = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(EnsembleLayerNorm(n, h) for h in hidden) if layer_norm else None
         self.out = EnsembleLinear(n, dims[-1], out_dim)
-
-    _compiled = None
+        self._compiled = None  # see compile_forward
 
     def compile_forward(self) -> None:
         """Run forward (and its backward) as torch.compile'd kernels: on CPUs the fused

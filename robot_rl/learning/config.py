@@ -179,8 +179,8 @@ def _residual_env(cfg: TrainConfig, env: gym.Env) -> gym.Env:
         raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, this run's task is {cfg.task!r}")
     if base.layout.images and not ObsLayout.of(env.observation_space).images:
         raise ConfigError(f"base {cfg.base} sees cameras: run with --obs pixels")
-    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scales(base.policy.action_dim), seed=cfg.seed,
-                       enable_over_episodes=cfg.residual_enable_episodes)
+    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scales(base.policy.action_dim),
+                       seed=cfg.seed, enable_over_episodes=cfg.residual_enable_episodes)
 
 
 def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:
