@@ -40,7 +40,7 @@ class FinetuneBench:
     """Use this base checkpoint instead of building one."""
     demos: int = 3
     """Scripted demos the base is trained on (few: a weak base). On pick_cube: 3 → 0.26 success,
-    5 → 0.84, 20 → 0.96."""
+    5 → 0.84, 20 → 0.96; 20 with `--bc.steps 2000` (undertrained) → 0.40."""
     bc: DiffusionConfig = DiffusionConfig()
     residual: SACConfig = RESIDUAL_SAC
     """residual-sac agent (`robot-rl finetune`'s default; residual-ppo uses its residual scales)."""
