@@ -122,12 +122,13 @@ class EnsembleMLP(nn.Module):
         LayerNorm · affine · ReLU passes cut the 10-critic SAC update by 15–35 % (robot-rl
         bench learner). Compiling takes ≈ 20 s on the first call of each of the few call patterns
         (cached on disk after). Without a working C++ compiler it falls back to eager, once, with a warning."""
-        self._compiled = torch.compile(self._forward_unfused, dynamic=False)
+        # The unbound function, called with self: a deepcopy of this module then runs its own weights.
+        self._compiled = torch.compile(EnsembleMLP._forward_unfused, dynamic=False)
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         if self._compiled is not None:
             try:
-                return self._compiled(x, members)
+                return self._compiled(self, x, members)
             except torch._dynamo.exc.BackendCompilerFailed as exc:
                 log.warning("torch.compile failed (%s); the critic ensemble runs eagerly. Install a C++ "
                             "compiler (apt install g++) or pass --no-compile to skip trying.", str(exc).splitlines()[0])

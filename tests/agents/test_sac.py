@@ -214,6 +214,11 @@ def test_compiled_ensemble_matches_eager_values_and_gradients():
     torch.testing.assert_close(xc.grad, xe.grad)
     for pe, pc in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(pc.grad, pe.grad)
+    # A copy (e.g. a target network made after compiling) runs its own weights.
+    copy = __import__("copy").deepcopy(compiled)
+    with torch.no_grad():
+        copy.out.bias.add_(1.0)
+    torch.testing.assert_close(copy(x), compiled(x) + 1.0)
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
