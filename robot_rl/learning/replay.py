@@ -173,8 +173,9 @@ class EpisodeAssembler:
     observations and transitions in one or more buffers, one episode at a time per stream."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[int, str], int] = {}
-        self._last_t: dict[tuple[int, str], int] = {}
+        # Per (buffer, stream): the open episode's last observation and last transition (None
+        # before its first step), both absolute indices.
+        self._last: dict[tuple[int, str], tuple[int, int | None]] = {}
 
     def step(self, buffer: ReplayBuffer, stream: str, obs_fields: dict | None, next_fields: dict,
              action: np.ndarray, reward: float, *, terminated: bool, truncated: bool, intervention: bool = False,
@@ -183,21 +184,19 @@ class EpisodeAssembler:
         step (and only then: later steps reuse the previous next observation)."""
         key = (id(buffer), stream)
         if obs_fields is not None:
-            self._last[key] = buffer.add_obs(obs_fields)
-            self._last_t.pop(key, None)
+            self._last[key] = (buffer.add_obs(obs_fields), None)
         elif key not in self._last:
             raise ValueError(f"stream {stream!r}: first step of an episode must carry its observation")
+        obs_index, prev_t = self._last[key]
         nxt = buffer.add_obs(next_fields)
-        t = buffer.add(self._last[key], nxt, action, reward, terminated=terminated, truncated=truncated,
+        t = buffer.add(obs_index, nxt, action, reward, terminated=terminated, truncated=truncated,
                        intervention=intervention, grasp_penalty=grasp_penalty, seq=seq)
-        if key in self._last_t:
-            buffer.link(self._last_t[key], t)
+        if prev_t is not None:
+            buffer.link(prev_t, t)
         if terminated or truncated:
             del self._last[key]
-            self._last_t.pop(key, None)
         else:
-            self._last[key] = nxt
-            self._last_t[key] = t
+            self._last[key] = (nxt, t)
 
 
 class MixedSampler:
