@@ -214,6 +214,7 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
     next_eval = eval_every
     steps = chunk_steps = updates = 0
     update_debt = 0.0
+    successes: list[bool] = []  # training episodes (sampled noise), reported over the last 50 as PPO does
     metrics: dict = {}
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     while steps < env_steps:
@@ -229,6 +230,7 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
         chunk_steps += 1
         obs = next_obs
         if terminated or truncated:
+            successes.append(success_of(info, terminated, reward))
             obs, info = env.reset(seed=int(rng.integers(2**31)))
         if chunk_steps >= cfg.learning_starts:
             update_debt += cfg.utd
@@ -241,7 +243,8 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
                 updates += 1
                 update_debt -= 1.0
         if on_step is not None:
-            on_step(steps, metrics)
+            on_step(steps, {**metrics, "train_success_rate": float(np.mean(successes[-50:]))}
+                    if metrics and successes else metrics)
         if eval_episodes and steps >= next_eval and steps < env_steps:
             evaluate(steps)
             next_eval = (steps // eval_every + 1) * eval_every

@@ -100,3 +100,34 @@ def test_bench_finetune_reuse_keeps_finished_runs_and_redoes_interrupted_ones(ba
     report = last_json(robot_rl(*three, "--report-only"))
     assert report["methods"]["dsrl-sac"]["seeds_reported"] == 2
     assert not (tmp_path / "pick_cube_dsrl-sac_seed2").exists()
+
+
+def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
+    from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
+    from robot_rl.finetune.run import _twin_env
+    from robot_rl.finetune.wrappers import NoiseActionEnv
+    from robot_rl.learning.policy import success_of
+
+    loaded = load_base(base)
+    env = NoiseActionEnv(_twin_env("pick_cube", loaded), loaded.policy, loaded.layout, bound=1.5, seed=0)
+    ended: list[bool] = []  # what the env said, next to what the trainer reported
+    step = env.step
+
+    def recording_step(action):
+        out = step(action)
+        if out[2] or out[3]:
+            ended.append(success_of(out[4], out[2], out[1]))
+        return out
+
+    env.step = recording_step
+    seen: list[tuple[int, float]] = []
+    try:
+        train_dsrl(env, env, DSRLConfig(utd=1.0, learning_starts=2), variant="sac", env_steps=260, eval_every=10_000,
+                   eval_episodes=0, seed=0, on_step=lambda s, m: seen.append((len(ended), m.get("train_success_rate"))))
+    finally:
+        env.close()
+    assert len(ended) >= 2
+    assert all(rate is None for n, rate in seen if n == 0)  # nothing to report before an episode ends
+    for n, rate in seen:
+        if n:
+            assert rate == pytest.approx(np.mean(ended[:n][-50:]))
