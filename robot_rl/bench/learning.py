@@ -36,6 +36,8 @@ class LearningBench:
     average pooling ≈ 8× less."""
     classifier: str | None = None
     """Reward from this success classifier checkpoint instead of ground truth."""
+    demo_successes: bool = False
+    """Self-imitation: the policy's own successful episodes join the demo buffer (TrainConfig)."""
     agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
     """SAC settings of every run (the `robot-rl train` default)."""
     runs_dir: str = "runs/bench"
@@ -83,7 +85,8 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
                             pretrained=cfg.encoder == "mobilenet_v2")
     cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
-                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent)
+                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent,
+                       demo_successes=cfg.demo_successes)
     t0 = time.monotonic()
     run_train(cmd)
     wall_min = (time.monotonic() - t0) / 60

@@ -40,6 +40,10 @@ class TrainConfig:
     demos: str | None = None
     """Folder of recorded episodes (robot-rl record) for the demo buffer."""
     demo_fraction: float = 0.5
+    demo_successes: bool = False
+    """Self-imitation: copy each episode the policy completes successfully without intervention
+    into the demo buffer too, so the actor's BC term (`agent.bc_weight`) also covers the states
+    the policy itself reaches."""
     env_steps: int = 20_000
     learning_starts: int = 500
     """Env steps collected (policy acting, untrained) before updates start."""

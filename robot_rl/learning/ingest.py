@@ -37,8 +37,10 @@ class Ingestor:
         self.online = ReplayBuffer(cfg.replay_capacity, fields, agent.action_dim)
         self.demo = ReplayBuffer(cfg.replay_capacity, fields, agent.action_dim)
         self.assembler = EpisodeAssembler()
-        self._queue: list[tuple[str, dict | None, dict, dict]] = []
+        self._queue: list[tuple[str, dict | None, dict, dict, dict | None]] = []
         self._prev: dict[str, dict] = {}
+        # demo_successes: each stream's open episode, (obs fields or None, next fields, step kwargs).
+        self._episode: dict[str, list[tuple[dict | None, dict, dict]]] = {}
 
     # ---- actor steps ---------------------------------------------------------------------------
 
@@ -47,7 +49,7 @@ class Ingestor:
         nxt = _raw(msg.next_state, msg.next_images)
         kw = dict(action=np.asarray(msg.action, np.float32), reward=msg.reward, terminated=msg.terminated,
                   truncated=msg.truncated, intervention=msg.intervention, grasp_penalty=msg.grasp_penalty, seq=msg.seq)
-        self._queue.append(("actor", obs, nxt, kw))
+        self._queue.append(("actor", obs, nxt, kw, msg.episode_stats))
         if not self.embed or len(self._queue) >= EMBED_BATCH:
             self.flush()
 
@@ -56,9 +58,9 @@ class Ingestor:
         if not self._queue:
             return
         queue, self._queue = self._queue, []
-        raws = [r for _, obs, nxt, _ in queue for r in (obs, nxt) if r is not None]
+        raws = [r for _, obs, nxt, _, _ in queue for r in (obs, nxt) if r is not None]
         fields = iter(self._fields(raws))
-        for stream, obs, _, kw in queue:
+        for stream, obs, _, kw, stats in queue:
             obs_fields = next(fields) if obs is not None else None
             next_fields = next(fields)
             if obs_fields is None and stream not in self._prev:
@@ -70,6 +72,27 @@ class Ingestor:
                               terminated=kw["terminated"], truncated=kw["truncated"], intervention=True,
                               grasp_penalty=kw["grasp_penalty"], seq=kw["seq"])
             self._prev[stream] = next_fields
+            if self.cfg.demo_successes:
+                self._keep_success(stream, obs_fields, next_fields, kw, stats)
+
+    def _keep_success(self, stream: str, obs_fields: dict | None, next_fields: dict, kw: dict,
+                      stats: dict | None) -> None:
+        """Self-imitation: an episode the policy finished successfully on its own is copied, whole,
+        into the demo buffer at its end (the BC term then also pulls toward the policy's own successes
+        from states the recorded demos never visited). Episodes with interventions are not copied:
+        their corrections are in the demo buffer already."""
+        if obs_fields is not None:
+            self._episode[stream] = []
+        episode = self._episode.get(stream)
+        if episode is None:  # an episode whose start arrived before a restart of this option
+            return
+        episode.append((obs_fields, next_fields, kw))
+        if not (kw["terminated"] or kw["truncated"]):
+            return
+        del self._episode[stream]
+        if stats and stats.get("success") and not any(k["intervention"] for _, _, k in episode):
+            for obs_f, next_f, k in episode:
+                self.assembler.step(self.demo, f"success:{stream}", obs_f, next_f, **k)
 
     # ---- recorded demos ------------------------------------------------------------------------
 
