@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from robot_rl.agents.sac_config import SACConfig
+from robot_rl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class LearningBench:
     agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
     """SAC settings of every run (the `robot-rl train` default)."""
     runs_dir: str = "runs/bench"
+    reuse: bool = False
+    """Keep finished runs (an evaluation at `steps` in runs_dir/<task>_<obs>_<intervention>_seed<i>)
+    and train only the missing ones: an interrupted benchmark continues where it stopped, and seeds
+    trained on several machines (`robot-rl train … --run NAME`) are reported together."""
+    report_only: bool = False
+    """Train nothing: report (and plot) the finished runs only."""
     json: bool = False
 
 
@@ -70,11 +77,42 @@ def _eval_point(env_step: int, cfg: LearningBench) -> int:
     return min(cfg.steps, (env_step // cfg.eval_every) * cfg.eval_every) if env_step >= cfg.eval_every else env_step
 
 
-def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dict:
-    from robot_rl.agents.encoders import EncoderConfig
+def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None) -> dict:
     from robot_rl.learning.runs import read_metrics
+
+    evals = read_metrics(run_dir, kind="eval")
+    episodes = read_metrics(run_dir, kind="episode")
+    return {"seed": seed, "intervention": intervention, "wall_min": wall_min,
+            # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few
+            # steps past it): key it by that multiple so seeds line up.
+            "evals": {_eval_point(int(e["env_step"]), cfg): e["success_rate"] for e in evals},
+            "steps_to_target": _steps_to(evals, cfg.target),
+            "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
+
+
+def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
+    """The summary of a run that evaluated at its budget, or None (missing or interrupted)."""
+    from robot_rl.learning.runs import read_metrics
+
+    run_dir = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
+    if not (run_dir / "metrics.jsonl").exists():
+        return None
+    lines = read_metrics(run_dir)
+    if not any(m.get("kind") == "eval" and int(m["env_step"]) >= cfg.steps for m in lines):
+        return None
+    # Wall time of the learner's clock: a resumed run counts its stretches, not the pause between.
+    walls = [float(m["wall_s"]) for m in lines if "wall_s" in m]
+    return _summary(cfg, seed, intervention, run_dir, round(max(walls) / 60, 1) if walls else None)
+
+
+def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dict | None:
+    from robot_rl.agents.encoders import EncoderConfig
     from robot_rl.learning.train import TrainCommand, run_train
 
+    if cfg.reuse or cfg.report_only:
+        done = _finished(cfg, seed, intervention)
+        if done is not None or cfg.report_only:
+            return done
     name = f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
     run_dir = Path(cfg.runs_dir) / name
     if run_dir.exists():
@@ -89,15 +127,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
                        demo_successes=cfg.demo_successes)
     t0 = time.monotonic()
     run_train(cmd)
-    wall_min = (time.monotonic() - t0) / 60
-    evals = read_metrics(run_dir, kind="eval")
-    episodes = read_metrics(run_dir, kind="episode")
-    return {"seed": seed, "intervention": intervention, "wall_min": round(wall_min, 1),
-            # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few
-            # steps past it): key it by that multiple so seeds line up.
-            "evals": {_eval_point(int(e["env_step"]), cfg): e["success_rate"] for e in evals},
-            "steps_to_target": _steps_to(evals, cfg.target),
-            "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
+    return _summary(cfg, seed, intervention, run_dir, round((time.monotonic() - t0) / 60, 1))
 
 
 def run(cfg: LearningBench) -> dict:
@@ -105,15 +135,19 @@ def run(cfg: LearningBench) -> dict:
 
     from robot_rl.learning.plot import plot_success
 
-    demos = ensure_demos(cfg.task, cfg.demos, images=cfg.obs == "pixels")
+    demos = None if cfg.report_only else ensure_demos(cfg.task, cfg.demos, images=cfg.obs == "pixels")
     variants = ["none", "scripted"] if cfg.compare_interventions else [cfg.intervention]
-    results = [_train(cfg, seed, demos, v) for v in variants for seed in range(cfg.seeds)]
+    results = [r for v in variants for seed in range(cfg.seeds) if (r := _train(cfg, seed, demos, v)) is not None]
+    if not results:
+        raise ConfigError(f"no finished runs of {cfg.steps} env steps in {cfg.runs_dir} "
+                          f"(looked for {cfg.task}_{cfg.obs}_<intervention>_seed<i>): drop --report-only to train them")
     out: dict = {"bench": "learning", "task": cfg.task, "obs": cfg.obs, "demos": cfg.demos, "seeds": cfg.seeds,
                  "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target}
     for v in variants:
         rs = [r for r in results if r["intervention"] == v]
         steps = sorted({s for r in rs for s in r["evals"]})
         key = "" if len(variants) == 1 else f"{v}_"
+        out[f"{key}seeds_reported"] = [r["seed"] for r in rs]
         out[f"{key}success_by_step"] = {str(s): [r["evals"].get(s) for r in rs] for s in steps}
         out[f"{key}min_success_by_step"] = {str(s): min(r["evals"].get(s, 0.0) for r in rs) for s in steps}
         out[f"{key}steps_to_target"] = [r["steps_to_target"] for r in rs]
@@ -125,5 +159,6 @@ def run(cfg: LearningBench) -> dict:
     plot_success([Path(r["run_dir"]) for r in results], png, align="interpolate",
                  labels=tuple(f"{cfg.obs}, interventions: {r['intervention']}" for r in results))
     out["plot"] = str(png)
-    out["mean_wall_min_per_seed"] = round(float(np.mean([r["wall_min"] for r in results])), 1)
+    walls = [r["wall_min"] for r in results if r["wall_min"] is not None]
+    out["mean_wall_min_per_seed"] = round(float(np.mean(walls)), 1) if walls else None
     return out

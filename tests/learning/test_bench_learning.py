@@ -1,0 +1,42 @@
+"""`robot-rl bench learning` bookkeeping on a tiny budget (no updates: the learning itself is the
+benchmark's job): finished seeds are kept with --reuse and reported with --report-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+ARGS = ("bench", "learning", "--demos", "2", "--steps", "60", "--eval-every", "30", "--eval-episodes", "1",
+        "--runs-dir", "out", "--json")
+
+
+def bench(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robot_rl.cli.main", *ARGS, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=280, env=ENV)
+
+
+def test_reuse_keeps_finished_seeds_and_report_only_trains_nothing(tmp_path):
+    first = bench(tmp_path, "--seeds", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    seed0 = tmp_path / "out" / "pick_cube_state_none_seed0" / "metrics.jsonl"
+    before = seed0.read_bytes()
+    (tmp_path / "out" / "pick_cube_state_none_seed1").mkdir()  # an interrupted seed: trained again
+
+    second = bench(tmp_path, "--seeds", "2", "--reuse")
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = json.loads(second.stdout.strip().splitlines()[-1])
+    assert seed0.read_bytes() == before  # not retrained
+    assert report["seeds_reported"] == [0, 1]
+    assert all(len(v) == 2 for v in report["success_by_step"].values())
+    assert "60" in report["success_by_step"]  # the final evaluation, keyed by the budget
+
+    third = bench(tmp_path, "--seeds", "3", "--report-only")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads(third.stdout.strip().splitlines()[-1])["seeds_reported"] == [0, 1]
+    assert not (tmp_path / "out" / "pick_cube_state_none_seed2").exists()
+
+    empty = bench(tmp_path, "--report-only", "--runs-dir", "elsewhere")
+    assert empty.returncode == 2 and "no finished runs" in empty.stderr
