@@ -82,10 +82,13 @@ def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wa
 
     evals = read_metrics(run_dir, kind="eval")
     episodes = read_metrics(run_dir, kind="episode")
-    return {"seed": seed, "intervention": intervention, "wall_min": wall_min,
-            # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few
-            # steps past it): key it by that multiple so seeds line up.
-            "evals": {_eval_point(int(e["env_step"]), cfg): e["success_rate"] for e in evals},
+    # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few steps
+    # past it): key it by that multiple so seeds line up. A resumed run may evaluate again a few
+    # steps later; the first evaluation past a point is the one reported.
+    by_point: dict[int, float] = {}
+    for e in evals:
+        by_point.setdefault(_eval_point(int(e["env_step"]), cfg), e["success_rate"])
+    return {"seed": seed, "intervention": intervention, "wall_min": wall_min, "evals": by_point,
             "steps_to_target": _steps_to(evals, cfg.target),
             "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
 

@@ -231,6 +231,7 @@ class Actor:
                 self._save_state()
                 if self.env_steps >= self.next_eval or self.env_steps >= self.cfg.env_steps:
                     self._evaluate()
+                    self._save_state()  # the next evaluation point too: a resumed actor does not redo this one
             self._drain(timeout_s=60.0)
         finally:
             self.close()

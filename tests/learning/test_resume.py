@@ -91,3 +91,17 @@ def test_learner_killed_and_resumed_loses_nothing(tmp_path):
     assert resumed_update >= 100 and resumed_update % 100 == 0
     after = [m["update"] for m in read_metrics(run, kind="train") if m["update"] > resumed_update]
     assert after and min(after) > resumed_update
+
+
+def test_resuming_a_finished_run_with_a_larger_budget_does_not_repeat_its_last_evaluation(tmp_path):
+    def train(steps: int, *extra: str) -> None:
+        out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube",
+                              "--env-steps", str(steps), "--eval-every", "200", "--eval-episodes", "1",
+                              "--learning-starts", "10000", "--run", "r", "--runs-dir", str(tmp_path), *extra],
+                             capture_output=True, text=True, timeout=280)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    train(200)  # ends with an evaluation at 200
+    train(400, "--resume")  # its first episode ends near 300, before the next evaluation point
+    points = [e["env_step"] // 200 for e in read_metrics(tmp_path / "r", kind="eval")]
+    assert points == [1, 2], points
