@@ -283,7 +283,7 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
             continue
         steps = [p.env_step for p in points]
         (line,) = ax.plot(steps, [p.iqm for p in points], marker="o" if len(points) < 30 else None, markersize=3,
-                          label=f"{label} ({max(p.n_seeds for p in points)} seeds)")
+                          label=f"{label} ({_seeds(max(p.n_seeds for p in points))})")
         ax.fill_between(steps, [p.lo for p in points], [p.hi for p in points], color=line.get_color(), alpha=0.2,
                         linewidth=0)
     for label, value in (references or {}).items():
@@ -333,3 +333,7 @@ def run(cfg: PlotConfig) -> dict[str, Any]:
     return {"out": str(Path(cfg.out)),
             "groups": {label: [str(p) for p in paths] for label, paths in groups.items()},
             "curves": {label: [p._asdict() for p in points] for label, points in table.items()}}
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
