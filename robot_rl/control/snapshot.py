@@ -169,7 +169,8 @@ class SnapshotBuffer:
                         return None
                     return Snapshot(self.layout, ints, floats)
             if time.monotonic() > deadline:
-                raise TimeoutError("control loop snapshot stayed locked for 50 ms: is the loop stuck mid-write?")
+                raise TimeoutError(f"no consistent control snapshot within {timeout_s * 1000:.0f} ms: the loop is "
+                                   "stuck mid-write, or this reader was descheduled through every gap between writes")
 
 
 class SharedSnapshot:
