@@ -137,13 +137,10 @@ def _seed_summary(evals: list[dict], wall_min: float | None) -> dict:
 def _finished_run(run_dir: Path, budget: int) -> tuple[list[dict], float | None] | None:
     """(evaluations, wall minutes) of a run that reached its budget, or None (missing or interrupted)."""
     from robot_rl.finetune.run import _eval_point
-    from robot_rl.learning.runs import read_metrics
+    from robot_rl.learning.runs import finished_run
 
-    if not (run_dir / "metrics.jsonl").exists():
+    done = finished_run(run_dir, budget)
+    if done is None:
         return None
-    lines = read_metrics(run_dir)
-    evals = [_eval_point(m) for m in lines if m.get("kind") == "eval"]
-    if not evals or evals[-1]["env_step"] < budget:
-        return None
-    walls = [float(m["wall_s"]) for m in lines if "wall_s" in m]
-    return evals, round(max(walls) / 60, 1) if walls else None
+    lines, wall_min = done
+    return [_eval_point(m) for m in lines if m.get("kind") == "eval"], wall_min

@@ -77,11 +77,12 @@ def _eval_point(env_step: int, cfg: LearningBench) -> int:
     return min(cfg.steps, (env_step // cfg.eval_every) * cfg.eval_every) if env_step >= cfg.eval_every else env_step
 
 
-def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None) -> dict:
+def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None,
+             lines: list[dict] | None = None) -> dict:
     from robot_rl.learning.runs import read_metrics
 
-    evals = read_metrics(run_dir, kind="eval")
-    episodes = read_metrics(run_dir, kind="episode")
+    lines = read_metrics(run_dir) if lines is None else lines
+    evals = [m for m in lines if m.get("kind") == "eval"]
     # An evaluation runs when the episode that crosses a multiple of eval_every ends (a few steps
     # past it): key it by that multiple so seeds line up. A resumed run may evaluate again a few
     # steps later; the first evaluation past a point is the one reported.
@@ -90,22 +91,20 @@ def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wa
         by_point.setdefault(_eval_point(int(e["env_step"]), cfg), e["success_rate"])
     return {"seed": seed, "intervention": intervention, "wall_min": wall_min, "evals": by_point,
             "steps_to_target": _steps_to(evals, cfg.target),
-            "intervention_steps": int(sum(e.get("interventions", 0) for e in episodes)), "run_dir": str(run_dir)}
+            "intervention_steps": int(sum(m.get("interventions", 0) for m in lines if m.get("kind") == "episode")),
+            "run_dir": str(run_dir)}
 
 
 def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
     """The summary of a run that evaluated at its budget, or None (missing or interrupted)."""
-    from robot_rl.learning.runs import read_metrics
+    from robot_rl.learning.runs import finished_run
 
     run_dir = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
-    if not (run_dir / "metrics.jsonl").exists():
+    done = finished_run(run_dir, cfg.steps)
+    if done is None:
         return None
-    lines = read_metrics(run_dir)
-    if not any(m.get("kind") == "eval" and int(m["env_step"]) >= cfg.steps for m in lines):
-        return None
-    # Wall time of the learner's clock: a resumed run counts its stretches, not the pause between.
-    walls = [float(m["wall_s"]) for m in lines if "wall_s" in m]
-    return _summary(cfg, seed, intervention, run_dir, round(max(walls) / 60, 1) if walls else None)
+    lines, wall_min = done
+    return _summary(cfg, seed, intervention, run_dir, wall_min, lines)
 
 
 def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dict | None:

@@ -567,3 +567,17 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def finished_run(run_dir: str | Path, budget: int) -> tuple[list[dict[str, Any]], float | None] | None:
+    """(metrics lines, wall minutes of the learner's clock) of a run with an evaluation at `budget`
+    env steps or later, or None (missing or interrupted) — what benchmarks reuse instead of retraining.
+    A resumed run's wall time counts its stretches, not the pause between them."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    lines = read_metrics(path)
+    if not any(m.get("kind") == "eval" and int(m["env_step"]) >= budget for m in lines):
+        return None
+    walls = [float(m["wall_s"]) for m in lines if "wall_s" in m]
+    return lines, round(max(walls) / 60, 1) if walls else None
