@@ -67,13 +67,23 @@ class Ingestor:
                 raise ValueError(f"step {kw['seq']} continues an episode whose start never arrived")
             prev = obs_fields if obs_fields is not None else self._prev[stream]
             self.assembler.step(self.online, stream, obs_fields, next_fields, **kw)
-            if kw["intervention"]:  # HIL-SERL: human corrections also go into the demo buffer
-                self.demo.add(self.demo.add_obs(prev), self.demo.add_obs(next_fields), kw["action"], kw["reward"],
-                              terminated=kw["terminated"], truncated=kw["truncated"], intervention=True,
-                              grasp_penalty=kw["grasp_penalty"], seq=kw["seq"])
+            self._add_takeover(stream, prev, obs_fields is not None, next_fields, kw)
             self._prev[stream] = next_fields
             if self.cfg.demo_successes:
                 self._keep_success(stream, obs_fields, next_fields, kw, stats)
+
+    def _add_takeover(self, stream: str, obs_fields: dict, episode_start: bool, next_fields: dict, kw: dict) -> None:
+        """HIL-SERL: human corrections also go into the demo buffer. Each takeover is one segment
+        there (its first observation stored once, its steps linked for n-step returns); the segment
+        ends where the policy takes back over, or with the episode."""
+        segment = f"takeover:{stream}"
+        if episode_start:  # a segment left open by an episode that never ended (actor restart)
+            self.assembler.close(self.demo, segment)
+        if not kw["intervention"]:
+            self.assembler.close(self.demo, segment)
+            return
+        first = not self.assembler.is_open(self.demo, segment)
+        self.assembler.step(self.demo, segment, obs_fields if first else None, next_fields, **kw)
 
     def _keep_success(self, stream: str, obs_fields: dict | None, next_fields: dict, kw: dict,
                       stats: dict | None) -> None:

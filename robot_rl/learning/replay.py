@@ -198,6 +198,15 @@ class EpisodeAssembler:
         else:
             self._last[key] = (nxt, t)
 
+    def is_open(self, buffer: ReplayBuffer, stream: str) -> bool:
+        """Whether `stream` has an episode (or segment) open in `buffer`."""
+        return (id(buffer), stream) in self._last
+
+    def close(self, buffer: ReplayBuffer, stream: str) -> None:
+        """End `stream`'s open segment without ending an episode: its last transition keeps its
+        flags (so it bootstraps) and links to nothing (n-step returns stop there)."""
+        self._last.pop((id(buffer), stream), None)
+
 
 class MixedSampler:
     """Batches drawing `demo_fraction` of each batch from the demo buffer (RLPD: 50/50); each
