@@ -138,6 +138,10 @@ class Denoiser(nn.Module):
         return self.out(h)
 
 
+STATE_CLIP = 1.5
+"""|normalized state| bound of the diffusion policies' observation encoder."""
+
+
 class DiffusionPolicy(nn.Module):
     """Observation history → action chunk. Observation batches are dicts as for the SAC agents
     ("state" and "images/<camera>"), each entry with an extra history axis after the batch:
@@ -148,6 +152,11 @@ class DiffusionPolicy(nn.Module):
         super().__init__()
         self.cfg, self.state_dim, self.action_dim = cfg, state_dim, action_dim
         self.obs_encoder = ObsEncoder(state_dim, cameras, encoder)
+        # States are min-max normalized to [−1, 1] on the demos; beyond ±1.5 is off the data. Set
+        # here, not in fit_normalization: the clip is not in the state dict, and a loaded base must
+        # see states exactly as the trained one did (it once loaded with the encoder's ±10 and
+        # evaluated 0.22 where the trained policy had 0.40).
+        self.obs_encoder.state_clip = STATE_CLIP
         self.action_norm = MinMax(action_dim)
         feature_dim = self.obs_encoder.feature_dim * cfg.obs_horizon
         self.denoiser = Denoiser(cfg.pred_horizon * action_dim, feature_dim, cfg)
@@ -168,7 +177,6 @@ class DiffusionPolicy(nn.Module):
         # The ObsEncoder's standardization buffers express the same affine map: (x − mid) / half_range.
         self.obs_encoder.state_mean.copy_(state_norm.mid)
         self.obs_encoder.state_inv_std.copy_(1.0 / state_norm.half_range)
-        self.obs_encoder.state_clip = 1.5
 
     def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, obs_horizon · feature_dim): each history frame encoded, then concatenated."""

@@ -129,3 +129,20 @@ def test_chunked_policy_executes_the_chunk_aligned_with_the_current_observation(
 def test_config_rejects_executed_actions_outside_the_chunk():
     with pytest.raises(ValueError, match="inside the chunk"):
         DiffusionConfig(obs_horizon=2, pred_horizon=8, action_horizon=8)
+
+
+def test_a_saved_and_loaded_policy_acts_exactly_as_the_trained_one(tmp_path):
+    from robot_rl.learning.obs import ObsLayout
+    from robot_rl.learning.train_bc import TrainBCConfig, load_base, save_base
+
+    policy = make_policy()
+    path = save_base(tmp_path / "base.pt", policy, TrainBCConfig(demos="unused", diffusion=CFG),
+                     ObsLayout(state=((("s",), 5),), images=()), {})
+    loaded = load_base(path).policy
+    # States inside and far outside the demos' range (where the encoder's clip decides what the
+    # network sees: a loaded base once clipped at ±10 where the trained one clipped at ±1.5).
+    mid, half = policy.obs_encoder.state_mean, 1.0 / policy.obs_encoder.state_inv_std
+    for scale in (0.5, 4.0):
+        obs = {"state": mid + scale * half * torch.randn(6, 2, 5)}
+        noise = torch.randn(6, *policy.chunk_shape)
+        assert torch.equal(loaded.sample(obs, noise), policy.sample(obs, noise))
