@@ -131,3 +131,21 @@ def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
     for n, rate in seen:
         if n:
             assert rate == pytest.approx(np.mean(ended[:n][-50:]))
+
+
+@pytest.mark.parametrize(("variant", "per_chunk"), [("sac", 20), ("na", 4)])
+def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, per_chunk):
+    from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
+    from robot_rl.finetune.run import _twin_env
+    from robot_rl.finetune.wrappers import NoiseActionEnv
+
+    loaded = load_base(base)
+    env = NoiseActionEnv(_twin_env("pick_cube", loaded), loaded.policy, loaded.layout, bound=1.5, seed=0)
+    try:
+        out = train_dsrl(env, env, DSRLConfig(learning_starts=2), variant=variant, env_steps=40, eval_every=10_000,
+                         eval_episodes=0, seed=0)
+    finally:
+        env.close()
+    # Updates start at the second chunk step; each chunk step after that adds `per_chunk`.
+    assert out["chunk_steps"] >= 3
+    assert out["updates"] == per_chunk * (out["chunk_steps"] - 1)
