@@ -77,13 +77,12 @@ class Ingestor:
         there (its first observation stored once, its steps linked for n-step returns); the segment
         ends where the policy takes back over, or with the episode."""
         segment = f"takeover:{stream}"
-        if episode_start:  # a segment left open by an episode that never ended (actor restart)
+        # A new episode also closes a segment its predecessor left open (an actor restart mid-takeover).
+        if episode_start or not kw["intervention"]:
             self.assembler.close(self.demo, segment)
-        if not kw["intervention"]:
-            self.assembler.close(self.demo, segment)
-            return
-        first = not self.assembler.is_open(self.demo, segment)
-        self.assembler.step(self.demo, segment, obs_fields if first else None, next_fields, **kw)
+        if kw["intervention"]:
+            first = not self.assembler.is_open(self.demo, segment)
+            self.assembler.step(self.demo, segment, obs_fields if first else None, next_fields, **kw)
 
     def _keep_success(self, stream: str, obs_fields: dict | None, next_fields: dict, kw: dict,
                       stats: dict | None) -> None:

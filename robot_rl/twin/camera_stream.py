@@ -107,14 +107,13 @@ def _render_main(source: sc.SceneSource, cameras: tuple[CameraSpec, ...], random
                 return  # the server process is gone
             try:
                 snap = snap_buf.read()
-            except TimeoutError:
+            except TimeoutError as err:
                 # At idle priority this process can be descheduled through every gap between the
                 # 1 kHz loop's writes (CI saw it under load); skip the frame, the server keeps
                 # serving the previous one, rather than take the cameras and the server down.
                 skipped += 1
                 if skipped & (skipped - 1) == 0:  # 1, 2, 4, 8 …: say so without flooding the log
-                    log.warning("twin cameras: no consistent control snapshot within 50 ms (%d frames skipped)",
-                                skipped)
+                    log.warning("twin cameras: %s (%d frames skipped)", err, skipped)
                 snap = None
             if snap is not None:
                 for frame in renderer.frames(names, np.array(snap.get("sim_state")), snap.t_capture_ns):
