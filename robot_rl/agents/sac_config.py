@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def residual_scales(scale: float, gripper_scale: float | None, action_dim: int) -> list[float]:
+    """One residual scale per action dimension: `scale`, the last (the gripper) at `gripper_scale`
+    (None: `scale`)."""
+    return [scale] * (action_dim - 1) + [scale if gripper_scale is None else gripper_scale]
+
+
 @dataclass(frozen=True)
 class SACConfig:
     """Hyper-parameters. Defaults follow HIL-SERL; `rlpd()` gives SERL's 10-critic set."""
@@ -88,8 +94,7 @@ class SACConfig:
         """Per-dimension residual scale, the gripper (last dimension) at `residual_gripper_scale`."""
         if self.residual_scale is None:
             raise ValueError("not a residual agent: residual_scale is None")
-        grip = self.residual_scale if self.residual_gripper_scale is None else self.residual_gripper_scale
-        return [self.residual_scale] * (action_dim - 1) + [grip]
+        return residual_scales(self.residual_scale, self.residual_gripper_scale, action_dim)
 
     @staticmethod
     def rlpd() -> SACConfig:

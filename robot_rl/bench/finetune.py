@@ -43,7 +43,7 @@ class FinetuneBench:
     5 → 0.84, 20 → 0.96; 20 with `--bc.steps 2000` (undertrained) → 0.40."""
     bc: DiffusionConfig = DiffusionConfig()
     residual: SACConfig = RESIDUAL_SAC
-    """residual-sac agent (`robot-rl finetune`'s default; residual-ppo uses its residual scales)."""
+    """residual-sac agent (`robot-rl finetune`'s default)."""
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
     runs_dir: str = "runs/bench_finetune"

@@ -41,6 +41,8 @@ class LearningBench:
     """Self-imitation: the policy's own successful episodes join the demo buffer (TrainConfig)."""
     agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
     """SAC settings of every run (the `robot-rl train` default)."""
+    pretrain_updates: int = 0
+    """Updates on the demos before the first env step (TrainConfig.pretrain_updates)."""
     runs_dir: str = "runs/bench"
     reuse: bool = False
     """Keep finished runs (an evaluation at `steps` in runs_dir/<task>_<obs>_<intervention>_seed<i>)
@@ -126,7 +128,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
     cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
                        runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent,
-                       demo_successes=cfg.demo_successes)
+                       demo_successes=cfg.demo_successes, pretrain_updates=cfg.pretrain_updates)
     t0 = time.monotonic()
     run_train(cmd)
     return _summary(cfg, seed, intervention, run_dir, round((time.monotonic() - t0) / 60, 1))

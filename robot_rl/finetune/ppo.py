@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robot_rl.agents.nets import mlp
+from robot_rl.agents.sac_config import residual_scales
 from robot_rl.learning.obs import ObsLayout
 
 
@@ -37,12 +38,23 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     init_std: float = 0.5
     hidden: tuple[int, ...] = (256, 256)
+    residual_scale: float = 0.1
+    """ResiP's residual scale in the base's normalized action units."""
+    residual_gripper_scale: float | None = None
+    """Scale of the last action dimension, the gripper (None: `residual_scale`)."""
 
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.rollout_steps < 1 or self.epochs < 1 or self.minibatches < 1:
             raise ValueError("num_envs, rollout_steps, epochs and minibatches must be ≥ 1")
         if not 0.0 < self.discount <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("discount must be in (0, 1] and gae_lambda in [0, 1]")
+        for name in ("residual_scale", "residual_gripper_scale"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 2.0:
+                raise ValueError(f"{name} must be in (0, 2], got {value}")
+
+    def residual_scales(self, action_dim: int) -> list[float]:
+        return residual_scales(self.residual_scale, self.residual_gripper_scale, action_dim)
 
 
 class ResidualActorCritic(nn.Module):

@@ -189,7 +189,8 @@ class Actor:
         if lead is None:
             return
         while True:
-            budget_steps = self.learner_update / self.cfg.utd + self.cfg.learning_starts
+            budget_steps = (max(0, self.learner_update - self.cfg.pretrain_updates) / self.cfg.utd
+                            + self.cfg.learning_starts)
             if self.env_steps - budget_steps <= lead or self.learner_lost:
                 return
             self._beat(force=True)

@@ -47,6 +47,10 @@ class TrainConfig:
     env_steps: int = 20_000
     learning_starts: int = 500
     """Env steps collected (policy acting, untrained) before updates start."""
+    pretrain_updates: int = 0
+    """Updates the learner runs on the demo buffer before it starts its per-env-step budget (offline
+    warm start: the actor's BC term and the critic see the demos before the first episode; steps the
+    actor sends meanwhile join the batches). Needs --demos."""
     utd: float = 1.0
     """Agent updates per env step (each runs `agent.critic_updates_per_actor_update` critic steps)."""
     weights_every: int = 50
@@ -111,6 +115,11 @@ class TrainConfig:
             raise ConfigError(f"classifier_consecutive must be ≥ 1, got {self.classifier_consecutive}")
         if self.learning_starts < 0 or self.eval_episodes < 0 or self.utd <= 0:
             raise ConfigError("learning_starts and eval_episodes must be ≥ 0 and utd > 0")
+        if self.pretrain_updates < 0:
+            raise ConfigError(f"pretrain_updates must be ≥ 0, got {self.pretrain_updates}")
+        if self.pretrain_updates and not self.demos:
+            raise ConfigError(f"--pretrain-updates {self.pretrain_updates} trains on the demo buffer: "
+                              "give --demos DIR (episodes from `robot-rl record`)")
         if not 0.0 <= self.demo_fraction <= 1.0:
             raise ConfigError(f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
         if (self.base is None) != (self.agent.residual_scale is None):

@@ -209,7 +209,21 @@ class Learner:
     # ---- training ------------------------------------------------------------------------------
 
     def _update_budget(self) -> int:
-        return int((self.env_steps - self.cfg.learning_starts) * self.cfg.utd)
+        return self.cfg.pretrain_updates + int((self.env_steps - self.cfg.learning_starts) * self.cfg.utd)
+
+    def _pretrain(self) -> None:
+        """`cfg.pretrain_updates` updates before the per-step budget starts (not again on resume:
+        the update count came back with the checkpoint). Keeps answering the actor meanwhile."""
+        if self.update_count >= self.cfg.pretrain_updates:
+            return
+        log.info("pretraining: %d updates on %d demo transitions", self.cfg.pretrain_updates, len(self.ingest.demo))
+        while self.update_count < self.cfg.pretrain_updates:
+            self._drain(timeout_ms=0)
+            self._train_step()
+        self._checkpoint()
+        self._publish()
+        self.metrics.write("train", self.env_steps, {**self._train_metrics, "pretrain_done": 1.0},
+                           update=self.update_count)
 
     def _train_step(self) -> None:
         self.ingest.flush()
@@ -267,6 +281,7 @@ class Learner:
         """
         self._publish()  # the actor starts from the learner's initial weights
         try:
+            self._pretrain()
             while True:
                 self._drain(timeout_ms=0 if self._update_budget() > self.update_count else 20)
                 if self._update_budget() > self.update_count and (len(self.ingest.online) + len(self.ingest.demo)):

@@ -149,3 +149,30 @@ def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, p
     # Updates start at the second chunk step; each chunk step after that adds `per_chunk`.
     assert out["chunk_steps"] >= 3
     assert out["updates"] == per_chunk * (out["chunk_steps"] - 1)
+
+
+def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypatch):
+    """residual-ppo takes its scales from `--ppo.*` (ResiP's 0.1), not from the residual-sac agent's."""
+    from robot_rl.finetune import run as finetune_run
+    from robot_rl.finetune.ppo import PPOConfig
+    from robot_rl.finetune.wrappers import ResidualEnv
+
+    executed: list[np.ndarray] = []  # |executed − base| in normalized units, per step
+    step = ResidualEnv.step
+
+    def recording_step(self, residual):
+        base_n = self._base_n.copy()
+        out = step(self, residual)
+        executed.append(np.abs(self.to_normalized(out[4]["executed_action"]) - base_n))
+        return out
+
+    monkeypatch.setattr(ResidualEnv, "step", recording_step)
+    cfg = finetune_run.FinetuneConfig(base=str(base), method="residual-ppo", env_steps=32, eval_every=1000,
+                                      eval_episodes=0, runs_dir=str(tmp_path), run="r",
+                                      ppo=PPOConfig(num_envs=1, rollout_steps=32, init_std=5.0,
+                                                    residual_scale=0.05, residual_gripper_scale=1.0))
+    finetune_run.run(cfg)
+    moved = np.max(executed, axis=0)
+    assert len(executed) >= 32
+    assert np.all(moved[:-1] <= 0.05 + 1e-5) and moved[:-1].max() > 0.04  # wide noise saturates at the scale
+    assert moved[-1] > 0.5  # the gripper's scale is 1.0
