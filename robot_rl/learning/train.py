@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -110,6 +112,25 @@ def free_port_pair() -> int:
             return port
 
 
+def _exit_on_termination() -> Callable[[], None]:
+    """SIGTERM / SIGHUP raise SystemExit here, so `run_train`'s cleanup stops the actor: it runs in
+    its own session (Ctrl-C reaches only this process) and would otherwise go on acting after a
+    `kill` or a closed terminal. Returns the function that restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def run_train(cmd: TrainCommand) -> dict:
     """Learner in this process, actor as a child; both stop together."""
     from dataclasses import replace
@@ -121,6 +142,7 @@ def run_train(cmd: TrainCommand) -> dict:
         cfg = replace(cfg, learner=f"tcp://127.0.0.1:{free_port_pair()}")
     learner = Learner(cfg, resume=cmd.resume)  # binds its sockets before the actor connects
     actor = spawn_actor(cfg, resume=cmd.resume)
+    restore = _exit_on_termination()
     try:
         result = learner.run(actor_alive=lambda: actor.poll() is None)
         actor.wait(timeout=120)
@@ -128,6 +150,7 @@ def run_train(cmd: TrainCommand) -> dict:
             raise RuntimeError(f"the actor exited with code {actor.returncode}; see its log above")
         return result
     finally:
+        restore()
         if actor.poll() is None:
             os.killpg(actor.pid, signal.SIGTERM)
             try:

@@ -105,3 +105,41 @@ def test_resuming_a_finished_run_with_a_larger_budget_does_not_repeat_its_last_e
     train(400, "--resume")  # its first episode ends near 300, before the next evaluation point
     points = [e["env_step"] // 200 for e in read_metrics(tmp_path / "r", kind="eval")]
     assert points == [1, 2], points
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_terminating_train_also_stops_its_actor(tmp_path):
+    """The actor runs in its own session; a SIGTERM to `robot-rl train` must not leave it acting."""
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube",
+                             "--env-steps", "100000", "--learning-starts", "100000", "--eval-episodes", "0",
+                             "--no-compile", "--run", "r", "--runs-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def actor_pid() -> int | None:
+        for pid in children.read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if _alive(int(pid)) else []
+            if b"actor" in cmdline:
+                return int(pid)
+        return None
+
+    actor = None
+    try:
+        wait_for(lambda: actor_pid() is not None, 120, "the actor")
+        actor = actor_pid()
+        wait_for(lambda: any((tmp_path / "r" / "replay").iterdir()), 120, "the actor's first steps")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+        wait_for(lambda: not _alive(actor), 20, "the actor to stop")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if actor is not None and _alive(actor):
+            os.killpg(actor, signal.SIGKILL)
