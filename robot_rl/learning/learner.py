@@ -220,6 +220,7 @@ class Learner:
         while self.update_count < self.cfg.pretrain_updates:
             self._drain(timeout_ms=0)
             self._train_step()
+            self._persist()  # acknowledges the actor's steps, as the main loop does
         self._checkpoint()
         self._publish()
         self.metrics.write("train", self.env_steps, {**self._train_metrics, "pretrain_done": 1.0},
