@@ -121,7 +121,7 @@ class Learner:
             self.received_seq = max(self.received_seq, msg.seq)
             n += 1
         self.ingest.flush()
-        self.env_steps = n
+        self.env_steps = self.received_seq + 1  # persisted steps and the lost ones between them
         ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is not None:
             self.agent.load_state_dict(ckpt["agent"])
@@ -181,6 +181,9 @@ class Learner:
         if oldest_seq > self.received_seq + 1:
             log.warning("steps %d..%d were lost by the actor before reaching the learner; continuing",
                         self.received_seq + 1, oldest_seq - 1)
+            # They were taken in the world all the same: count them, or the actor (which counts them)
+            # stays more than max_lead_steps ahead of the update budget and both wait for ever.
+            self.env_steps += oldest_seq - 1 - self.received_seq
             self.received_seq = oldest_seq - 1
 
     def _check_hello(self, msg: wire.ActorHello) -> str:

@@ -143,3 +143,21 @@ def test_terminating_train_also_stops_its_actor(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         if actor is not None and _alive(actor):
             os.killpg(actor, signal.SIGKILL)
+
+
+def test_steps_an_actor_lost_still_count_as_env_steps(tmp_path):
+    """An actor that outlived its learner drops the steps it could not deliver; the restarted learner
+    must count them (the actor does), else the actor's lead throttle and the learner's update
+    budget wait for each other for ever."""
+    from robot_rl.learning.config import TrainConfig
+    from robot_rl.learning.learner import Learner
+
+    port = free_port_pair()
+    learner = Learner(TrainConfig(task="pick_cube", run="r", runs_dir=str(tmp_path), learner=f"tcp://127.0.0.1:{port}",
+                                  eval_episodes=0, compile=False, learning_starts=0))
+    try:
+        learner._skip_lost(oldest_seq=300)  # the actor's oldest kept step is 300: 0..299 will never come
+        assert learner.received_seq == 299 and learner.env_steps == 300
+        assert learner._update_budget() == 300
+    finally:
+        learner.close()
