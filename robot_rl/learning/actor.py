@@ -189,9 +189,7 @@ class Actor:
         if lead is None:
             return
         while True:
-            budget_steps = (max(0, self.learner_update - self.cfg.pretrain_updates) / self.cfg.utd
-                            + self.cfg.learning_starts)
-            if self.env_steps - budget_steps <= lead or self.learner_lost:
+            if self.env_steps - self.cfg.env_steps_covered(self.learner_update) <= lead or self.learner_lost:
                 return
             self._beat(force=True)
             self._poll_acks(timeout_ms=50)

@@ -126,6 +126,16 @@ class TrainConfig:
             raise ConfigError("a residual run needs both --base CKPT and --agent.residual-scale (e.g. 0.1); "
                               "`robot-rl finetune --method residual-sac` sets both")
 
+    def update_budget(self, env_steps: int) -> int:
+        """Updates the learner owes after `env_steps` env steps: the pretraining ones, then `utd`
+        per step beyond `learning_starts` (negative before then). The actor's lead throttle uses
+        the inverse, `env_steps_covered`."""
+        return self.pretrain_updates + int((env_steps - self.learning_starts) * self.utd)
+
+    def env_steps_covered(self, updates: int) -> float:
+        """Env steps whose updates `updates` completes (inverse of `update_budget`)."""
+        return max(0, updates - self.pretrain_updates) / self.utd + self.learning_starts
+
     @property
     def run_name(self) -> str:
         return self.run or f"{self.env or self.task}_{self.obs}_s{self.seed}"

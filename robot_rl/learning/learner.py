@@ -212,7 +212,7 @@ class Learner:
     # ---- training ------------------------------------------------------------------------------
 
     def _update_budget(self) -> int:
-        return self.cfg.pretrain_updates + int((self.env_steps - self.cfg.learning_starts) * self.cfg.utd)
+        return self.cfg.update_budget(self.env_steps)
 
     def _pretrain(self) -> None:
         """`cfg.pretrain_updates` updates before the per-step budget starts (not again on resume:

@@ -159,5 +159,7 @@ def test_steps_an_actor_lost_still_count_as_env_steps(tmp_path):
         learner._skip_lost(oldest_seq=300)  # the actor's oldest kept step is 300: 0..299 will never come
         assert learner.received_seq == 299 and learner.env_steps == 300
         assert learner._update_budget() == 300
+        # The actor's throttle inverts the same budget: updates done up to it cover every counted step.
+        assert learner.cfg.env_steps_covered(learner._update_budget()) == learner.env_steps
     finally:
         learner.close()
