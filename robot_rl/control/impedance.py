@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
+from scipy.linalg.lapack import dposv
 
 from robot_rl.drivers.arm import ArmReading
 
@@ -300,15 +301,15 @@ def cartesian_impedance_step(
     tau_posture = kn * (q_posture_rad - arm.q_rad) - (2.0 * math.sqrt(kn)) * dq
     if limits.nullspace == "kinematic":
         # SERL's projector: N·τp = τp − Jᵀ·(J·Jᵀ)⁻¹·J·τp (one 6×6 solve).
-        y = np.linalg.solve(jac @ jac.T + _REG6, jac @ tau_posture)
+        y = _solve_spd(jac @ jac.T + _REG6, jac @ tau_posture)
     else:
         # Dynamically consistent: N·τp = τp − Jᵀ·Λ·J·M⁻¹·τp, Λ = (J·M⁻¹·Jᵀ)⁻¹, from one solve
         # with M (right-hand sides [Jᵀ | τp]) and one with J·M⁻¹·Jᵀ.
         rhs = np.empty((dq.shape[0], 7))
         rhs[:, :6] = jac.T
         rhs[:, 6] = tau_posture
-        jx = jac @ np.linalg.solve(arm.mass_matrix, rhs)
-        y = np.linalg.solve(jx[:, :6] + _REG6, jx[:, 6])
+        jx = jac @ _solve_spd(arm.mass_matrix, rhs)
+        y = _solve_spd(jx[:, :6] + _REG6, jx[:, 6])
     tau = tau_task + tau_posture - jac.T @ y + arm.coriolis_nm
 
     total, remembered = limit_torque(tau, state.prev_tau_nm, arm.gravity_nm, limits)
@@ -316,6 +317,15 @@ def cartesian_impedance_step(
 
 
 _REG6 = 1e-6 * np.eye(6)
+
+
+def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a⁻¹·b for a symmetric positive definite `a` (Cholesky, LAPACK dposv): at 6×6 about 5×
+    faster than `np.linalg.solve`, whose Python wrapper costs more than the solve (hot path)."""
+    _, x, info = dposv(a, b)
+    if info != 0:  # not positive definite (a singular mass matrix reading): general solve
+        return np.linalg.solve(a, b)
+    return x
 
 
 @dataclass(frozen=True)

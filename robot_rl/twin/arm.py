@@ -217,8 +217,16 @@ class TwinArm:
             f_world = frame.T @ self._cf[:3]  # force geom1 exerts on geom2
             if hand_is_1:
                 f_world = -f_world
-            wrench[:3] += f_world
-            wrench[3:] += np.cross(d.contact.pos[i] - tcp_pos, f_world)
+            fx, fy, fz = f_world
+            p = d.contact.pos[i]
+            rx, ry, rz = p[0] - tcp_pos[0], p[1] - tcp_pos[1], p[2] - tcp_pos[2]
+            # r × f in scalars: ≈ 10× faster than np.cross at size 3 (hot path: every tick in contact).
+            wrench[0] += fx
+            wrench[1] += fy
+            wrench[2] += fz
+            wrench[3] += ry * fz - rz * fy
+            wrench[4] += rz * fx - rx * fz
+            wrench[5] += rx * fy - ry * fx
         peak = max(peak, float(np.linalg.norm(wrench[:3])))
         self.last_robot_contact_force_n = peak
         self.peak_robot_contact_force_n = max(self.peak_robot_contact_force_n, peak)

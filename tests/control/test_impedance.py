@@ -16,6 +16,7 @@ from robot_rl.control.impedance import (
     LawState,
     cartesian_impedance_step,
     joint_impedance_step,
+    _solve_spd,
     pose_error,
 )
 from robot_rl.drivers.arm import ArmReading
@@ -213,3 +214,15 @@ def test_joint_impedance_pulls_to_target_with_limits():
     tau, remembered = joint_impedance_step(np.zeros(N), arm, arm.q_rad + 0.1, k, d, limits)
     assert np.all(tau > 0)
     assert np.max(np.abs(remembered)) <= 1.0 + 1e-12  # rate limited from zero
+
+
+def test_spd_solve_matches_general_solve_and_falls_back_when_not_positive_definite():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(6, 6))
+    spd = a @ a.T + 1e-3 * np.eye(6)
+    b = rng.normal(size=(6, 7))
+    np.testing.assert_allclose(_solve_spd(spd, b), np.linalg.solve(spd, b), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(_solve_spd(spd, b[:, 0]), np.linalg.solve(spd, b[:, 0]), rtol=1e-8, atol=1e-10)
+    indefinite = spd - 2.0 * np.linalg.eigvalsh(spd).max() * np.outer(np.eye(6)[0], np.eye(6)[0])
+    assert np.linalg.eigvalsh(indefinite).min() < 0
+    np.testing.assert_allclose(_solve_spd(indefinite, b), np.linalg.solve(indefinite, b), rtol=1e-8, atol=1e-10)

@@ -77,6 +77,38 @@ def test_static_contact_force_is_k_times_clip(pick):
     assert force_z <= k * clip + 1.0
 
 
+def test_contact_wrench_sums_force_and_moment_about_the_tcp(pick):
+    """The wrench the twin reports equals Σ f and Σ (p − p_tcp) × f over the hand's contacts with
+    the world, recomputed here from MuJoCo's contact list (pressing tilted into the table)."""
+    arm, hooks = TwinBackend(pick).build(realtime=False)
+    core = ControlCore(arm, core_config(pick), scene=hooks)
+    core.step()
+    core.submit(ResetCommand(1, np.array([0.62, 0.15, 0.05, 0, 1, 0, 0]), scene_seed=0, teleport=True))
+    for _ in range(300):
+        core.step()
+    tilted = np.array([0.63, 0.16, 0.012, 0.0, 0.9962, 0.0872, 0.0])  # 10° about x, 1 cm off in xy
+    for i in range(1500):
+        if i % 100 == 0:
+            core.submit(TargetCommand(i + 2, tilted, None))
+        core.step()
+    m, d = arm.model, arm.data
+    expected = np.zeros(6)
+    cf = np.zeros(6)
+    tcp = d.site_xpos[arm._tcp]
+    for i in range(d.ncon):
+        g1, g2 = d.contact.geom[i]
+        if arm.robot_geoms[g1] == arm.robot_geoms[g2] or not (arm.hand_geoms[g1] or arm.hand_geoms[g2]):
+            continue
+        mujoco.mj_contactForce(m, d, i, cf)
+        f = d.contact.frame[i].reshape(3, 3).T @ cf[:3]
+        f = -f if arm.hand_geoms[g1] else f
+        expected[:3] += f
+        expected[3:] += np.cross(d.contact.pos[i] - tcp, f)
+    assert np.linalg.norm(expected[:3]) > 5.0  # really pressing
+    assert np.linalg.norm(expected[3:]) > 1e-3  # with a moment about the TCP
+    np.testing.assert_allclose(arm._wrench, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_cameras_render_headless_without_shadows(pick):
     cams = TwinCameras(scene_source(pick), pick.cameras)
     arm, _ = TwinBackend(pick).build(realtime=False)
