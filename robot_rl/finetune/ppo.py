@@ -7,6 +7,7 @@ noise of `init_std` (in residual units, × the wrapper's scale in normalized act
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -42,6 +43,9 @@ class PPOConfig:
     """ResiP's residual scale in the base's normalized action units."""
     residual_gripper_scale: float | None = None
     """Scale of the last action dimension, the gripper (None: `residual_scale`)."""
+    async_envs: bool = False
+    """Step each env in its own worker process (gymnasium's AsyncVectorEnv): the twins' 1 kHz
+    ticks then use every core; False keeps all envs in this process."""
 
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.rollout_steps < 1 or self.epochs < 1 or self.minibatches < 1:
@@ -110,15 +114,20 @@ def ppo_loss(model: ResidualActorCritic, batch: dict, cfg: PPOConfig) -> tuple[t
                   "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item()}
 
 
-def train_ppo(make_env: Callable[[], object], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
+def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
               eval_fn: Callable[[ResidualActorCritic, int], dict] | None = None, eval_every: int = 50_000,
               seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None) -> dict:
-    """Train until `env_steps` env steps (over all envs)."""
+    """Train until `env_steps` env steps (over all envs). `make_env(i)` builds env i (in a worker
+    process with `cfg.async_envs`, so it must not rely on state shared with this process)."""
     import gymnasium as gym
 
     torch.manual_seed(seed)
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(cfg.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    makers = [functools.partial(make_env, i) for i in range(cfg.num_envs)]
+    if cfg.async_envs:
+        # fork: the makers are closures over the loaded base (not picklable for spawn).
+        envs = gym.vector.AsyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, context="fork")
+    else:
+        envs = gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     action_dim = envs.single_action_space.shape[0]
     model = ResidualActorCritic(layout.state_dim, action_dim, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)

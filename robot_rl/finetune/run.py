@@ -179,15 +179,14 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
     from robot_rl.learning.policy import success_of
     from robot_rl.learning.runs import MetricsWriter, RunDir
 
-    counter = [0]
-
-    def make_env():
-        counter[0] += 1
+    def make_env(index: int):
+        # The index, not a call counter, picks the base's noise seed: with --ppo.async-envs each
+        # env is built in its own worker process.
         return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout,
                            scale=cfg.ppo.residual_scales(base.policy.action_dim),
-                           seed=cfg.seed * 1000 + counter[0])
+                           seed=cfg.seed * 1000 + index + 2)
 
-    eval_env = make_env()
+    eval_env = make_env(-1)
     layout = ObsLayout.of(eval_env.observation_space, include=("privileged",), images=False)
 
     def evaluate(model, step: int) -> dict:

@@ -176,3 +176,25 @@ def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypat
     assert len(executed) >= 32
     assert np.all(moved[:-1] <= 0.05 + 1e-5) and moved[:-1].max() > 0.04  # wide noise saturates at the scale
     assert moved[-1] > 0.5  # the gripper's scale is 1.0
+
+
+def test_residual_ppo_in_worker_processes_learns_exactly_what_it_learns_in_process(base, tmp_path):
+    """--ppo.async-envs steps each twin in its own process; the envs keep their seeds, so the
+    rollouts and hence the trained residual are the same as with every env in this process."""
+    from robot_rl.finetune import run as finetune_run
+    from robot_rl.finetune.ppo import PPOConfig
+
+    models = {}
+    for async_envs in (False, True):
+        cfg = finetune_run.FinetuneConfig(base=str(base), method="residual-ppo", env_steps=64, eval_every=1000,
+                                          eval_episodes=0, runs_dir=str(tmp_path), run=f"async{async_envs}",
+                                          ppo=PPOConfig(num_envs=2, rollout_steps=16, async_envs=async_envs))
+        result = finetune_run.run(cfg)
+        assert result["env_steps"] == 64
+        models[async_envs] = torch.load(tmp_path / cfg.run / "final.pt", weights_only=False)["model"]
+    assert models[False].keys() == models[True].keys()
+    last = max((k for k in models[False] if k.startswith("actor.") and k.endswith(".weight")),
+               key=lambda k: int(k.split(".")[1]))
+    assert models[False][last].abs().max() > 0  # the zero-initialized output layer was trained
+    for k in models[False]:
+        assert torch.equal(models[False][k], models[True][k]), k
