@@ -116,9 +116,17 @@ def ppo_loss(model: ResidualActorCritic, batch: dict, cfg: PPOConfig) -> tuple[t
 
 def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
               eval_fn: Callable[[ResidualActorCritic, int], dict] | None = None, eval_every: int = 50_000,
-              seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None) -> dict:
+              seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None,
+              checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10_000,
+              restore: dict | None = None) -> dict:
     """Train until `env_steps` env steps (over all envs). `make_env(i)` builds env i (in a worker
-    process with `cfg.async_envs`, so it must not rely on state shared with this process)."""
+    process with `cfg.async_envs`, so it must not rely on state shared with this process).
+
+    `checkpoint(state)` receives the training state after the first rollout past every
+    `checkpoint_every` env steps and at the end; `restore` (such a state) continues from it. The
+    envs cannot be saved: a restored run starts fresh episodes (reset with a seed of its step
+    count), the steps of the episodes in flight at the checkpoint stay counted.
+    """
     import gymnasium as gym
 
     torch.manual_seed(seed)
@@ -135,14 +143,32 @@ def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConf
     def states(obs) -> np.ndarray:
         return np.stack([layout.state_vector(_index(obs, i)) for i in range(cfg.num_envs)])
 
-    obs, _ = envs.reset(seed=seed)
-    s = states(obs)
-    with torch.no_grad():  # standardize with the first observations (the base action stays unscaled)
-        first = torch.from_numpy(s)
-        model.state_mean.copy_(first.mean(0))
-        model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(1e-2) if cfg.num_envs > 1 else torch.ones_like(first[0]))
     steps, evals, successes = 0, [], []
     next_eval = 0
+    if restore is None:
+        obs, _ = envs.reset(seed=seed)
+        s = states(obs)
+        with torch.no_grad():  # standardize with the first observations (the base action stays unscaled)
+            first = torch.from_numpy(s)
+            model.state_mean.copy_(first.mean(0))
+            model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(1e-2) if cfg.num_envs > 1
+                                      else torch.ones_like(first[0]))
+    else:
+        model.load_state_dict(restore["model"])
+        opt.load_state_dict(restore["optimizer"])
+        torch.set_rng_state(restore["torch_rng"])
+        steps, next_eval = int(restore["env_steps"]), int(restore["next_eval"])
+        evals, successes = list(restore["evals"]), list(restore["recent_successes"])
+        obs, _ = envs.reset(seed=seed + steps)
+        s = states(obs)
+    next_checkpoint = (steps // checkpoint_every + 1) * checkpoint_every
+
+    def save() -> None:
+        if checkpoint is not None:
+            checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "env_steps": steps, "next_eval": next_eval, "evals": evals,
+                        "recent_successes": successes[-50:]})
+
     try:
         while steps < env_steps:
             if eval_fn is not None and steps >= next_eval:
@@ -194,8 +220,12 @@ def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConf
             metrics["train_success_rate"] = float(np.mean(successes[-50:])) if successes else None
             if on_rollout is not None:
                 on_rollout(steps, metrics)
-        if eval_fn is not None:
+            if steps >= next_checkpoint and steps < env_steps:
+                save()
+                next_checkpoint = (steps // checkpoint_every + 1) * checkpoint_every
+        if eval_fn is not None and (not evals or evals[-1]["env_step"] != steps):
             evals.append(eval_fn(model, steps) | {"env_step": steps})
+        save()
     finally:
         envs.close()
     return {"env_steps": steps, "evals": evals, "model": model}

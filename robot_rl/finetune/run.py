@@ -73,6 +73,11 @@ class FinetuneConfig:
     enable_over_episodes: int = 0
     """residual-sac: progressive enabling, the residual acts in training episode k with
     probability k/N (0: from the start)."""
+    resume: bool = False
+    """Continue the run in runs_dir/run from its last checkpoint (residual-sac: every persisted
+    step too; residual-ppo: checkpoints every `checkpoint_every` env steps)."""
+    checkpoint_every: int = 10_000
+    """residual-ppo: env steps between checkpoints."""
 
     def __post_init__(self) -> None:
         if self.env_steps < 1 or self.eval_every < 1 or self.eval_episodes < 0:
@@ -80,6 +85,11 @@ class FinetuneConfig:
         if self.method != "residual-sac" and (self.server is not None or self.intervention != "none"):
             raise ConfigError(f"--server and --intervention go with residual-sac (the distributed path), "
                               f"not {self.method}")
+        if self.resume and self.method in ("dsrl-sac", "dsrl-na"):
+            raise ConfigError(f"--resume is not supported by {self.method} yet (residual-sac and residual-ppo "
+                              "resume): start a new run with another --run name")
+        if self.checkpoint_every < 1:
+            raise ConfigError("checkpoint_every must be ≥ 1")
         if self.residual.residual_scale is None:
             raise ConfigError("--residual.residual-scale must be set (e.g. 0.1)")
 
@@ -119,7 +129,8 @@ def _residual_sac(cfg: FinetuneConfig, base) -> dict:
                        run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
                        torch_threads=cfg.torch_threads,
                        learning_starts=cfg.learning_starts, utd=cfg.utd,
-                       residual_enable_episodes=cfg.enable_over_episodes, max_lead_steps=None if cfg.server else 250)
+                       residual_enable_episodes=cfg.enable_over_episodes, max_lead_steps=None if cfg.server else 250,
+                       resume=cfg.resume)
     summary = run_train(cmd)
     evals = read_metrics(f"{cfg.runs_dir}/{cfg.run_name}", "eval")
     return {"env_steps": summary["env_steps"], "evals": [_eval_point(e) for e in evals]}
@@ -177,7 +188,7 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
     from robot_rl.finetune.wrappers import ResidualEnv
     from robot_rl.learning.obs import ObsLayout
     from robot_rl.learning.policy import success_of
-    from robot_rl.learning.runs import MetricsWriter, RunDir
+    from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
 
     def make_env(index: int):
         # The index, not a call counter, picks the base's noise seed: with --ppo.async-envs each
@@ -206,8 +217,15 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
             lengths.append(n)
         return {"success_rate": float(np.mean(successes)), "episodes": cfg.eval_episodes, "mean_steps": float(np.mean(lengths))}
 
-    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg) as run_dir, MetricsWriter(run_dir) as metrics, \
-            _progress(cfg) as progress:
+    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
+            MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
+        restore = load_latest_checkpoint(run_dir) if cfg.resume else None
+        if restore is not None:
+            progress.advance(int(restore["env_steps"]))
+
+        def checkpoint(state: dict) -> None:
+            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state, keep_last=2)
+
         def eval_fn(model, step: int) -> dict:
             r = evaluate(model, step) if cfg.eval_episodes else {"success_rate": 0.0, "episodes": 1, "mean_steps": 0.0}
             if cfg.eval_episodes:
@@ -222,7 +240,8 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
 
         try:
             out = train_ppo(make_env, layout, cfg.ppo, env_steps=cfg.env_steps, eval_fn=eval_fn,
-                            eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout)
+                            eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout, checkpoint=checkpoint,
+                            checkpoint_every=cfg.checkpoint_every, restore=restore)
         finally:
             eval_env.close()
         torch.save({"model": out["model"].state_dict(), "config": to_dict(cfg)}, run_dir.path / "final.pt")

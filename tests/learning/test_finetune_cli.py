@@ -198,3 +198,48 @@ def test_residual_ppo_in_worker_processes_learns_exactly_what_it_learns_in_proce
     assert models[False][last].abs().max() > 0  # the zero-initialized output layer was trained
     for k in models[False]:
         assert torch.equal(models[False][k], models[True][k]), k
+
+
+def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path):
+    """kill -9 a residual-ppo run once it has checkpointed, then `--resume`: training continues
+    from the saved env step and optimizer state, and reaches the budget."""
+    import signal
+    import time
+
+    from robot_rl.learning.runs import latest_checkpoint_path
+
+    args = ["--base", str(base), "--method", "residual-ppo", "--eval-every", "1000000", "--eval-episodes", "1",
+            "--ppo.num-envs", "2", "--ppo.rollout-steps", "16", "--checkpoint-every", "32",
+            "--runs-dir", str(tmp_path), "--run", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "finetune", *args, "--env-steps", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    deadline = time.monotonic() + 240
+    while (latest_checkpoint_path(tmp_path / "r") is None or
+           torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)["env_steps"] < 64):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint past 64 env steps in 240 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
+    saved_step = saved["env_steps"]
+    updates_per_rollout = 4 * 4  # epochs × minibatches (PPOConfig defaults)
+    adam_steps = int(next(iter(saved["optimizer"]["state"].values()))["step"])
+    assert adam_steps == updates_per_rollout * saved_step // 32
+
+    without = robot_rl("finetune", *args, "--env-steps", str(saved_step + 64))
+    assert without.returncode == 2 and "--resume" in without.stderr  # never overwrites a run silently
+    result = last_json(robot_rl("finetune", *args, "--env-steps", str(saved_step + 64), "--resume"))
+    assert result["env_steps"] == saved_step + 64
+    final = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
+    assert final["env_steps"] == saved_step + 64
+    assert int(next(iter(final["optimizer"]["state"].values()))["step"]) == adam_steps + 2 * updates_per_rollout
+    train = read_metrics(tmp_path / "r", "train")
+    assert [m["env_step"] for m in train if m["env_step"] > saved_step][-2:] == [saved_step + 32, saved_step + 64]
+    evals = read_metrics(tmp_path / "r", "eval")
+    assert evals[0]["env_step"] == 0 and evals[-1]["env_step"] == saved_step + 64
+
+
+def test_dsrl_refuses_resume_with_a_clear_error(base):
+    out = robot_rl("finetune", "--base", str(base), "--method", "dsrl-na", "--resume")
+    assert out.returncode == 2 and "not supported by dsrl-na" in out.stderr
