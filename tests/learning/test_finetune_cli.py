@@ -243,3 +243,12 @@ def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path)
 def test_dsrl_refuses_resume_with_a_clear_error(base):
     out = robot_rl("finetune", "--base", str(base), "--method", "dsrl-na", "--resume")
     assert out.returncode == 2 and "not supported by dsrl-na" in out.stderr
+
+
+def test_residual_sac_resume_continues_the_distributed_run(base, tmp_path):
+    args = ["finetune", "--base", str(base), "--method", "residual-sac", "--learning-starts", "20",
+            "--eval-every", "1000", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--run", "r"]
+    first = last_json(robot_rl(*args, "--env-steps", "64"))
+    second = last_json(robot_rl(*args, "--env-steps", "128", "--resume"))
+    assert first["env_steps"] >= 64 and second["env_steps"] >= 128
+    assert [e["env_step"] for e in second["evals"]][0] == first["evals"][-1]["env_step"]  # the first run's evaluation kept
