@@ -30,8 +30,8 @@ from robot_rl.finetune.ppo import PPOConfig
 
 RESIDUAL_SAC = SACConfig(residual_scale=0.3, residual_gripper_scale=1.0, actor_warmup_updates=1_000,
                          explore_std=0.3, n_step=3, critic_updates_per_actor_update=1)
-"""The residual-sac agent's defaults (see FinetuneConfig.residual). Wider than ResiP's 0.1 (which
-residual-ppo keeps): on pick_cube's 0.40 base, 0.1 gained 8 points in 20k env steps over 3 seeds,
+"""The residual-sac agent's defaults (see FinetuneConfig.residual). Wider than ResiP's 0.1 (as are
+residual-ppo's, PPOConfig): on pick_cube's 0.40 base, 0.1 gained 8 points in 20k env steps over 3 seeds,
 this set 34, and 40 with 2 updates per env step (FinetuneConfig.utd; README, Benchmarks)."""
 
 
@@ -60,7 +60,8 @@ class FinetuneConfig:
     residual: SACConfig = RESIDUAL_SAC
     """residual-sac agent: residual 0.3 in normalized units and 1.0 on the gripper (a ±1 gripper
     command can be held back, not flipped), 1000 critic-only updates first, exploration noise 0.3
-    in residual units, 3-step returns (ResFiT). residual-ppo has its own scales (`--ppo.residual-scale`)."""
+    in residual units, 3-step returns (ResFiT). residual-ppo has its own scales, the same by default
+    (`--ppo.residual-scale`, `--ppo.residual-gripper-scale`)."""
     dsrl: DSRLConfig = DSRLConfig()
     ppo: PPOConfig = PPOConfig()
     learning_starts: int = 500

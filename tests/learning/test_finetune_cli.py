@@ -152,7 +152,7 @@ def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, p
 
 
 def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypatch):
-    """residual-ppo takes its scales from `--ppo.*` (ResiP's 0.1), not from the residual-sac agent's."""
+    """residual-ppo takes its scales from `--ppo.*`, not from the residual-sac agent's."""
     from robot_rl.finetune import run as finetune_run
     from robot_rl.finetune.ppo import PPOConfig
     from robot_rl.finetune.wrappers import ResidualEnv
