@@ -55,15 +55,21 @@ def test_gravity_compensated_arm_holds_still(pick):
     assert np.linalg.norm(snap.get("twist")) < 1e-3
 
 
-def test_static_contact_force_is_k_times_clip(pick):
-    """Pressing into the table with the target far below: the steady contact force is K·clip
-    (SERL's reference limiting), far below what the spring would give unclipped."""
+def _settled_above_table(pick):
+    """The twin arm teleported 5 cm above the table at (0.62, 0.15), settled for 300 ticks."""
     arm, hooks = TwinBackend(pick).build(realtime=False)
     core = ControlCore(arm, core_config(pick), scene=hooks)
     core.step()
     core.submit(ResetCommand(1, np.array([0.62, 0.15, 0.05, 0, 1, 0, 0]), scene_seed=0, teleport=True))
     for _ in range(300):
         core.step()
+    return arm, core
+
+
+def test_static_contact_force_is_k_times_clip(pick):
+    """Pressing into the table with the target far below: the steady contact force is K·clip
+    (SERL's reference limiting), far below what the spring would give unclipped."""
+    arm, core = _settled_above_table(pick)
     k, clip = pick.gains.stiffness_trans_n_per_m[2], pick.gains.error_clip_trans_m[2]
     target = np.array([0.62, 0.15, 0.012, 0, 1, 0, 0])  # the box floor: 3 mm below where fingers touch
     for i in range(3000):
@@ -80,12 +86,7 @@ def test_static_contact_force_is_k_times_clip(pick):
 def test_contact_wrench_sums_force_and_moment_about_the_tcp(pick):
     """The wrench the twin reports equals Σ f and Σ (p − p_tcp) × f over the hand's contacts with
     the world, recomputed here from MuJoCo's contact list (pressing tilted into the table)."""
-    arm, hooks = TwinBackend(pick).build(realtime=False)
-    core = ControlCore(arm, core_config(pick), scene=hooks)
-    core.step()
-    core.submit(ResetCommand(1, np.array([0.62, 0.15, 0.05, 0, 1, 0, 0]), scene_seed=0, teleport=True))
-    for _ in range(300):
-        core.step()
+    arm, core = _settled_above_table(pick)
     tilted = np.array([0.63, 0.16, 0.012, 0.0, 0.9962, 0.0872, 0.0])  # 10° about x, 1 cm off in xy
     for i in range(1500):
         if i % 100 == 0:
