@@ -78,6 +78,10 @@ class PlotConfig:
     seed: int = 0
     """Seed of the bootstrap RNG (each point draws from (seed, env_step))."""
     title: str | None = None
+    x_scale: Literal["auto", "linear", "log"] = "auto"
+    """Env-step axis: "log" is linear up to the first evaluation, logarithmic beyond (matplotlib
+    symlog), so a 20k-step curve stays readable beside a 300k-step one; "auto" picks it when
+    the curves' last env_steps differ 5× or more."""
 
     def __post_init__(self) -> None:
         if not self.runs:
@@ -95,6 +99,8 @@ class PlotConfig:
             raise ConfigError(f"n_resamples must be ≥ 100 for a usable 95% band, got {self.n_resamples}")
         if not 0.0 < self.confidence < 1.0:
             raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.x_scale not in ("auto", "linear", "log"):
+            raise ConfigError(f"x_scale must be 'auto', 'linear' or 'log', got {self.x_scale!r}")
         if not self.out.lower().endswith(".png"):
             raise ConfigError(f"out must be a .png path, got {self.out!r}")
 
@@ -267,10 +273,40 @@ def _values_at(series: list[dict[int, float]], step: int, align: str) -> list[fl
     raise ConfigError(f"align must be 'common' or 'interpolate', got {align!r}")
 
 
+_LOG_AXIS_SPAN = 5.0
+"""x_scale="auto" goes logarithmic when the longest curve ends this many times later than the shortest."""
+
+
+def x_axis_scale(table: Mapping[str, Sequence[CurvePoint]],
+                 x_scale: Literal["auto", "linear", "log"] = "auto") -> tuple[str, float | None]:
+    """("linear", None) or ("symlog", linthresh): symlog is linear from 0 to linthresh, the first
+    evaluation after 0, and logarithmic beyond."""
+    if x_scale not in ("auto", "linear", "log"):
+        raise ConfigError(f"x_scale must be 'auto', 'linear' or 'log', got {x_scale!r}")
+    ends = [points[-1].env_step for points in table.values() if points]
+    positive = [p.env_step for points in table.values() for p in points if p.env_step > 0]
+    if x_scale == "linear" or not positive:
+        return "linear", None
+    if x_scale == "auto" and max(ends) < _LOG_AXIS_SPAN * max(min(ends), 1):
+        return "linear", None
+    return "symlog", float(min(positive))
+
+
+def _log_ticks(first: float, last: float) -> list[float]:
+    """0, first, then 1-2-5 steps per decade up to last, and last itself."""
+    ticks = [0.0, first]
+    decade = 10.0 ** np.floor(np.log10(first))
+    while decade <= last:
+        ticks += [m * decade for m in (1, 2, 5) if first < m * decade < last * 0.9]
+        decade *= 10
+    return sorted(set(ticks + [float(last)]))
+
+
 def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path, *, title: str | None = None,
-                 confidence: float = 0.95, references: Mapping[str, float] | None = None) -> Path:
+                 confidence: float = 0.95, references: Mapping[str, float] | None = None,
+                 x_scale: Literal["auto", "linear", "log"] = "auto") -> Path:
     """Write the curves as a PNG (matplotlib Agg, no display); returns its path. Atomic replace.
-    `references`: labelled horizontal lines (e.g. {"base policy": 0.23})."""
+    `references`: labelled horizontal lines (e.g. {"base policy": 0.23}); `x_scale` as in PlotConfig."""
     # Figure + Agg canvas, not pyplot: no global backend switch and no figure registry to leak.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -288,7 +324,16 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
                         linewidth=0)
     for label, value in (references or {}).items():
         ax.axhline(value, color="0.4", linestyle="--", linewidth=1.0, label=f"{label} ({value:.2f})")
-    ax.set_xlabel("environment steps (env_step)")
+    scale, linthresh = x_axis_scale(table, x_scale)
+    if scale == "symlog":
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(FixedLocator(_log_ticks(linthresh, max(p.env_step for ps in table.values() for p in ps))))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"))
+    ax.set_xlabel("environment steps (env_step)" + (f", log scale beyond {linthresh:,.0f}" if scale == "symlog" else ""))
     ax.set_ylabel("success rate (fraction of eval episodes)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -306,7 +351,8 @@ def plot_success(runs: Sequence[str | Path], out_png: str | Path, *, label_by: L
                  labels: Sequence[str] | None = None, ignore_keys: Sequence[str] = ("seed", "name", "resume"),
                  align: Literal["common", "interpolate"] = "common", min_seeds: int | None = None,
                  confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 title: str | None = None, references: Mapping[str, float] | None = None) -> dict[str, list[CurvePoint]]:
+                 title: str | None = None, references: Mapping[str, float] | None = None,
+                 x_scale: Literal["auto", "linear", "log"] = "auto") -> dict[str, list[CurvePoint]]:
     """Group runs into curves, compute IQM and bootstrap bands per eval env_step, write the PNG.
 
     Options as in PlotConfig; grouping and alignment rules in the module docstring.
@@ -320,7 +366,7 @@ def plot_success(runs: Sequence[str | Path], out_png: str | Path, *, label_by: L
     groups = group_runs(runs, label_by=label_by, labels=labels, ignore_keys=ignore_keys)
     table = success_curves(groups, align=align, min_seeds=min_seeds, confidence=confidence,
                            n_resamples=n_resamples, seed=seed)
-    draw_success(table, out_png, title=title, confidence=confidence, references=references)
+    draw_success(table, out_png, title=title, confidence=confidence, references=references, x_scale=x_scale)
     return table
 
 
@@ -329,7 +375,7 @@ def run(cfg: PlotConfig) -> dict[str, Any]:
     groups = group_runs(cfg.runs, label_by=cfg.label_by, labels=cfg.labels, ignore_keys=cfg.ignore_keys)
     table = plot_success(cfg.runs, cfg.out, label_by=cfg.label_by, labels=cfg.labels, ignore_keys=cfg.ignore_keys,
                          align=cfg.align, min_seeds=cfg.min_seeds, confidence=cfg.confidence,
-                         n_resamples=cfg.n_resamples, seed=cfg.seed, title=cfg.title)
+                         n_resamples=cfg.n_resamples, seed=cfg.seed, title=cfg.title, x_scale=cfg.x_scale)
     return {"out": str(Path(cfg.out)),
             "groups": {label: [str(p) for p in paths] for label, paths in groups.items()},
             "curves": {label: [p._asdict() for p in points] for label, points in table.items()}}

@@ -19,7 +19,9 @@ from robot_rl.learning.plot import (
     run,
     strip_seed,
     success_curves,
+    x_axis_scale,
 )
+from robot_rl.learning.plot import _log_ticks
 from robot_rl.learning.runs import MetricsWriter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -186,7 +188,7 @@ def test_run_returns_a_json_summary(tmp_path):
 @pytest.mark.parametrize("kwargs, field", [({"runs": ()}, "runs"), ({"labels": ("a", "b")}, "labels"),
                                            ({"min_seeds": 0}, "min_seeds"), ({"n_resamples": 10}, "n_resamples"),
                                            ({"confidence": 95.0}, "confidence"), ({"out": "x.pdf"}, "out"),
-                                           ({"align": "nearest"}, "align")])
+                                           ({"align": "nearest"}, "align"), ({"x_scale": "log2"}, "x_scale")])
 def test_plot_config_names_the_bad_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         PlotConfig(**{"runs": ("runs/a",), **kwargs})
@@ -206,3 +208,36 @@ def test_reference_lines_are_drawn(tmp_path):
                              references={"base policy": 0.23})
     assert with_base == plain  # the curves are the same ...
     assert (tmp_path / "base.png").read_bytes() != (tmp_path / "plain.png").read_bytes()  # ... plus the line
+
+
+def _curve(*steps: int) -> list[CurvePoint]:
+    return [CurvePoint(s, 0.5, 0.4, 0.6, 3) for s in steps]
+
+
+def test_auto_x_scale_goes_logarithmic_only_for_curves_of_very_different_length():
+    off_policy, ppo = _curve(0, 10_000, 20_000), _curve(*range(0, 300_001, 50_000))
+    assert x_axis_scale({"sac": off_policy, "ppo": ppo}) == ("symlog", 10_000.0)  # 300k ≥ 5 × 20k
+    assert x_axis_scale({"sac": off_policy, "ppo": _curve(0, 50_000, 99_000)}) == ("linear", None)  # < 5×
+    assert x_axis_scale({"sac": off_policy}) == ("linear", None)
+    assert x_axis_scale({"sac": off_policy}, "log") == ("symlog", 10_000.0)  # the first eval after 0
+    assert x_axis_scale({"sac": off_policy, "ppo": ppo}, "linear") == ("linear", None)
+    assert x_axis_scale({"sac": _curve(0)}, "log") == ("linear", None)  # nothing past 0 to put on a log axis
+    with pytest.raises(ConfigError, match="x_scale"):
+        x_axis_scale({"sac": off_policy}, "log2")
+
+
+def test_log_ticks_are_one_two_five_per_decade_and_end_at_the_last_step():
+    assert _log_ticks(10_000, 300_000) == [0, 10_000, 20_000, 50_000, 100_000, 200_000, 300_000]
+    assert _log_ticks(5_000, 20_000) == [0, 5_000, 10_000, 20_000]
+
+
+def test_the_x_scale_changes_the_drawn_axis(tmp_path):
+    runs = [make_run(tmp_path, "sac_seed0", {0: 0.4, 10_000: 0.6, 20_000: 0.8}),
+            make_run(tmp_path, "ppo_seed0", {0: 0.4, 100_000: 0.7, 300_000: 1.0})]
+    auto = plot_success(runs, tmp_path / "auto.png", n_resamples=FAST_RESAMPLES, align="interpolate")
+    log = plot_success(runs, tmp_path / "log.png", n_resamples=FAST_RESAMPLES, align="interpolate", x_scale="log")
+    linear = plot_success(runs, tmp_path / "linear.png", n_resamples=FAST_RESAMPLES, align="interpolate",
+                          x_scale="linear")
+    assert auto == log == linear  # the same curves on different axes
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "log.png").read_bytes()
+    assert (tmp_path / "log.png").read_bytes() != (tmp_path / "linear.png").read_bytes()
