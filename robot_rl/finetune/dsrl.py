@@ -66,6 +66,9 @@ class DSRLConfig:
         return 4.0 if variant == "na" else 20.0
 
 
+_REPLAY_FIELDS = ("obs", "next_obs", "action", "executed", "reward", "mask")
+
+
 @dataclass
 class ChunkReplay:
     """Transitions between chunk decisions: noise action, executed (normalized, padded) chunk,
@@ -99,6 +102,21 @@ class ChunkReplay:
         self.obs[i], self.next_obs[i], self.action[i], self.executed[i] = obs, next_obs, action, executed
         self.reward[i], self.mask[i] = reward, 0.0 if terminated else 1.0
         self.written += 1
+
+    def state(self) -> dict:
+        """The stored rows as tensors (for a checkpoint) and the write count."""
+        n = len(self)
+        return {"written": self.written, **{k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in _REPLAY_FIELDS}}
+
+    def load_state(self, state: dict) -> None:
+        """Refill from `state()` (same dimensions; capacity at least the stored rows)."""
+        n = state["obs"].shape[0]
+        if n > self.capacity or state["obs"].shape[1] != self.obs_dim or state["executed"].shape[1] != self.exec_dim:
+            raise ValueError(f"replay state of {n} rows × obs {tuple(state['obs'].shape[1:])} does not fit a buffer "
+                             f"of {self.capacity} rows × obs ({self.obs_dim},), executed ({self.exec_dim},)")
+        for k in _REPLAY_FIELDS:
+            getattr(self, k)[:n] = state[k].numpy()
+        self.written = int(state["written"])
 
     def sample(self, n: int, rng: np.random.Generator) -> dict:
         idx = rng.integers(0, len(self), n)
@@ -198,8 +216,16 @@ def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, se
 def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *, variant: str, env_steps: int,
                eval_every: int, eval_episodes: int, seed: int,
                on_eval: Callable[[int, dict], None] | None = None,
-               on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train until `env_steps` primitive env steps; evaluate every `eval_every` (and at 0 and the end)."""
+               on_step: Callable[[int, dict], None] | None = None,
+               checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10_000,
+               restore: dict | None = None) -> dict:
+    """Train until `env_steps` primitive env steps; evaluate every `eval_every` (and at 0 and the end).
+
+    `checkpoint(state)` receives the whole training state (networks, optimizers, the replay, RNGs,
+    counters, evaluations) at the first chunk past every `checkpoint_every` env steps and at the
+    end; `restore` (such a state) continues from it. The env cannot be saved: a restored run
+    starts a fresh episode, the steps of the episode in flight at the checkpoint stay counted.
+    """
     if variant not in ("sac", "na"):
         raise ValueError(f"variant must be 'sac' or 'na', got {variant!r}")
     utd = cfg.updates_per_chunk(variant)
@@ -216,7 +242,7 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
         opts["action_critic"] = torch.optim.Adam(qa.q.parameters(), lr=cfg.sac.lr)
     capacity = env_steps + 16
     replay = ChunkReplay(capacity, obs_dim, agent.action_dim, exec_dim)
-    evals = []
+    evals: list[dict] = []
 
     def evaluate(at: int) -> None:
         agent.eval()
@@ -226,12 +252,37 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
         if on_eval is not None:
             on_eval(at, result)
 
-    if eval_episodes:
-        evaluate(0)
-    next_eval = eval_every
     steps = chunk_steps = updates = 0
     update_debt = 0.0
     successes: list[bool] = []  # training episodes (sampled noise), reported over the last 50 as PPO does
+    if restore is None:
+        if eval_episodes:
+            evaluate(0)
+        next_eval = eval_every
+    else:
+        agent.load_state_dict(restore["agent"])
+        for name, opt in opts.items():
+            opt.load_state_dict(restore["optimizers"][name])
+        if qa is not None:
+            qa.load_state_dict(restore["action_critic"])
+        replay.load_state(restore["replay"])
+        rng.bit_generator.state = restore["numpy_rng"]
+        gen.set_state(restore["generator"])
+        torch.set_rng_state(restore["torch_rng"])
+        steps, chunk_steps, updates = int(restore["env_steps"]), int(restore["chunk_steps"]), int(restore["updates"])
+        update_debt, next_eval = float(restore["update_debt"]), int(restore["next_eval"])
+        evals, successes = list(restore["evals"]), list(restore["recent_successes"])
+    next_checkpoint = (steps // checkpoint_every + 1) * checkpoint_every
+
+    def save() -> None:
+        if checkpoint is not None:
+            checkpoint({"agent": agent.state_dict(), "optimizers": {k: o.state_dict() for k, o in opts.items()},
+                        "action_critic": qa.state_dict() if qa is not None else None, "replay": replay.state(),
+                        "numpy_rng": rng.bit_generator.state, "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "env_steps": steps, "chunk_steps": chunk_steps,
+                        "updates": updates, "update_debt": update_debt, "next_eval": next_eval, "evals": evals,
+                        "recent_successes": successes[-50:]})
+
     metrics: dict = {}
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     while steps < env_steps:
@@ -265,7 +316,11 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
         if eval_episodes and steps >= next_eval and steps < env_steps:
             evaluate(steps)
             next_eval = (steps // eval_every + 1) * eval_every
-    if eval_episodes:
+        if steps >= next_checkpoint and steps < env_steps:
+            save()
+            next_checkpoint = (steps // checkpoint_every + 1) * checkpoint_every
+    if eval_episodes and (not evals or evals[-1]["env_step"] != steps):
         evaluate(steps)
+    save()
     return {"env_steps": steps, "chunk_steps": chunk_steps, "updates": updates, "evals": evals,
             "agent": agent, "action_critic": qa}

@@ -76,9 +76,10 @@ class FinetuneConfig:
     probability k/N (0: from the start)."""
     resume: bool = False
     """Continue the run in runs_dir/run from its last checkpoint (residual-sac: every persisted
-    step too; residual-ppo: checkpoints every `checkpoint_every` env steps)."""
+    step too; residual-ppo and DSRL: checkpoints every `checkpoint_every` env steps)."""
     checkpoint_every: int = 10_000
-    """residual-ppo: env steps between checkpoints."""
+    """residual-ppo and DSRL: env steps between checkpoints (DSRL's hold its whole replay: a few MB
+    per 10k env steps on state observations)."""
 
     def __post_init__(self) -> None:
         if self.env_steps < 1 or self.eval_every < 1 or self.eval_episodes < 0:
@@ -86,9 +87,6 @@ class FinetuneConfig:
         if self.method != "residual-sac" and (self.server is not None or self.intervention != "none"):
             raise ConfigError(f"--server and --intervention go with residual-sac (the distributed path), "
                               f"not {self.method}")
-        if self.resume and self.method in ("dsrl-sac", "dsrl-na"):
-            raise ConfigError(f"--resume is not supported by {self.method} yet (residual-sac and residual-ppo "
-                              "resume): start a new run with another --run name")
         if self.checkpoint_every < 1:
             raise ConfigError("checkpoint_every must be ≥ 1")
         if self.residual.residual_scale is None:
@@ -151,14 +149,21 @@ def _twin_env(task: str, base, *, in_process: bool = True):
 def _dsrl(cfg: FinetuneConfig, base) -> dict:
     from robot_rl.finetune.dsrl import train_dsrl
     from robot_rl.finetune.wrappers import NoiseActionEnv
-    from robot_rl.learning.runs import MetricsWriter, RunDir
+    from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
 
     variant = "sac" if cfg.method == "dsrl-sac" else "na"
     env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound, seed=cfg.seed)
     eval_env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound,
                               seed=cfg.seed + 1)
-    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg) as run_dir, MetricsWriter(run_dir) as metrics, \
-            _progress(cfg) as progress:
+    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
+            MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
+        restore = load_latest_checkpoint(run_dir) if cfg.resume else None
+        if restore is not None:
+            progress.advance(int(restore["env_steps"]))
+
+        def checkpoint(state: dict) -> None:
+            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state, keep_last=2)
+
         def on_eval(step: int, r: dict) -> None:
             metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"], mean_steps=r["mean_steps"],
                                cycle_time_s=None)
@@ -175,7 +180,8 @@ def _dsrl(cfg: FinetuneConfig, base) -> dict:
         try:
             out = train_dsrl(env, eval_env, cfg.dsrl, variant=variant, env_steps=cfg.env_steps,
                              eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, seed=cfg.seed,
-                             on_eval=on_eval, on_step=on_step)
+                             on_eval=on_eval, on_step=on_step, checkpoint=checkpoint,
+                             checkpoint_every=cfg.checkpoint_every, restore=restore)
         finally:
             env.close()
             eval_env.close()

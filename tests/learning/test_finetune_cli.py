@@ -240,9 +240,47 @@ def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path)
     assert evals[0]["env_step"] == 0 and evals[-1]["env_step"] == saved_step + 64
 
 
-def test_dsrl_refuses_resume_with_a_clear_error(base):
-    out = robot_rl("finetune", "--base", str(base), "--method", "dsrl-na", "--resume")
-    assert out.returncode == 2 and "not supported by dsrl-na" in out.stderr
+def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base, tmp_path):
+    """kill -9 a DSRL-NA run once it has checkpointed, then `--resume`: the replay comes back row
+    for row and grows from there, the optimizers continue their step counts, and the run reaches
+    its budget without evaluating step 0 again."""
+    import signal
+    import time
+
+    from robot_rl.learning.runs import latest_checkpoint_path
+
+    args = ["--base", str(base), "--method", "dsrl-na", "--eval-every", "1000000", "--eval-episodes", "1",
+            "--dsrl.learning-starts", "2", "--checkpoint-every", "32", "--runs-dir", str(tmp_path), "--run", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "finetune", *args, "--env-steps", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    deadline = time.monotonic() + 240
+    while (latest_checkpoint_path(tmp_path / "r") is None or
+           torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)["env_steps"] < 64):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint past 64 env steps in 240 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
+    rows = saved["chunk_steps"]
+    assert saved["replay"]["written"] == rows == saved["replay"]["obs"].shape[0] and rows >= 8  # 8-step chunks
+    assert saved["updates"] == 4 * (rows - 1) and saved["action_critic"] is not None  # 4 per chunk from the 2nd
+    critic_steps = int(next(iter(saved["optimizers"]["action_critic"]["state"].values()))["step"])
+    assert critic_steps == saved["updates"]
+
+    without = robot_rl("finetune", *args, "--env-steps", str(saved["env_steps"] + 64))
+    assert without.returncode == 2 and "--resume" in without.stderr  # never overwrites a run silently
+    result = last_json(robot_rl("finetune", *args, "--env-steps", str(saved["env_steps"] + 64), "--resume"))
+    assert result["env_steps"] >= saved["env_steps"] + 64
+    final = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
+    assert final["env_steps"] == result["env_steps"] and final["chunk_steps"] > rows
+    for key in ("obs", "next_obs", "action", "executed", "reward", "mask"):  # the saved rows, then new ones
+        assert torch.equal(final["replay"][key][:rows], saved["replay"][key]), key
+    assert final["updates"] > saved["updates"]
+    assert int(next(iter(final["optimizers"]["action_critic"]["state"].values()))["step"]) == final["updates"]
+    evals = read_metrics(tmp_path / "r", "eval")
+    assert [e["env_step"] for e in evals] == [0, result["env_steps"]]  # step 0 from the first process only
+    assert [e["env_step"] for e in result["evals"]] == [0, result["env_steps"]]
 
 
 def test_residual_sac_resume_continues_the_distributed_run(base, tmp_path):
