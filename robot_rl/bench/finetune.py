@@ -48,8 +48,10 @@ class FinetuneBench:
     ppo: PPOConfig = PPOConfig()
     runs_dir: str = "runs/bench_finetune"
     reuse: bool = False
-    """Keep finished runs (a final evaluation at the budget in runs_dir/<task>_<method>_seed<i>) and
-    run only the missing ones: an interrupted benchmark continues where it stopped."""
+    """Keep finished runs (a final evaluation at the budget in runs_dir/<task>_<method>_seed<i>),
+    resume interrupted ones from their last checkpoint (`robot-rl finetune --resume`; one without a
+    checkpoint starts over) and run the missing ones: an interrupted benchmark continues where it
+    stopped."""
     report_only: bool = False
     """Run nothing: report (and plot) the finished runs only."""
     json: bool = False
@@ -76,6 +78,7 @@ def run(cfg: FinetuneBench) -> dict:
     from robot_rl.finetune.run import FinetuneConfig
     from robot_rl.finetune.run import run as finetune
     from robot_rl.learning.plot import plot_success
+    from robot_rl.learning.runs import latest_checkpoint_path
     from robot_rl.learning.train_bc import load_base
 
     base_path = ensure_base(cfg)
@@ -99,16 +102,21 @@ def run(cfg: FinetuneBench) -> dict:
                 continue
             if cfg.report_only:
                 continue
-            if run_dir.exists():
+            resume = cfg.reuse and latest_checkpoint_path(run_dir) is not None
+            if run_dir.exists() and not resume:
                 import shutil
 
                 shutil.rmtree(run_dir)
             fcfg = replace(FinetuneConfig(base=str(base_path), method=method, env_steps=budget,
                                           eval_every=cfg.eval_every if method != "residual-ppo" else max(cfg.eval_every, budget // 6),
-                                          eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir),
+                                          eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir,
+                                          resume=resume),
                            residual=cfg.residual, dsrl=cfg.dsrl, ppo=cfg.ppo)
             result = finetune(fcfg)
-            per_seed.append(_seed_summary(result["evals"], round((time.monotonic() - t0) / 60, 1)))
+            # From the metrics file: a resumed run's evaluations and wall time include its first stretch.
+            evals, wall_min = _finished_run(run_dir, budget) or (result["evals"], None)
+            per_seed.append(_seed_summary(evals, wall_min if wall_min is not None else
+                                          round((time.monotonic() - t0) / 60, 1)))
             run_dirs.append(run_dir)
             labels.append(method)
         if not per_seed:

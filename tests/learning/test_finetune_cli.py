@@ -80,26 +80,36 @@ def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method,
         assert first and all(not np.any(a) for a in first)  # not the actor's (random, non-zero) samples
 
 
-def test_bench_finetune_reuse_keeps_finished_runs_and_redoes_interrupted_ones(base, tmp_path):
-    args = ("bench", "finetune", "--base", str(base), "--method", "dsrl-sac", "--seeds", "2", "--steps", "48",
-            "--eval-every", "1000", "--eval-episodes", "1", "--dsrl.learning-starts", "2", "--runs-dir", str(tmp_path),
-            "--json")
+def test_bench_finetune_reuse_keeps_finished_runs_resumes_interrupted_ones_and_redoes_the_rest(base, tmp_path):
+    common = ("--base", str(base), "--eval-every", "1000", "--eval-episodes", "1", "--dsrl.learning-starts", "2",
+              "--runs-dir", str(tmp_path))
+    args = ("bench", "finetune", *common, "--method", "dsrl-sac", "--seeds", "1", "--steps", "48", "--json")
     first = last_json(robot_rl(*args))
-    runs = [tmp_path / f"pick_cube_dsrl-sac_seed{i}" / "metrics.jsonl" for i in range(2)]
+    runs = [tmp_path / f"pick_cube_dsrl-sac_seed{i}" / "metrics.jsonl" for i in range(3)]
     finished = runs[0].read_text()
-    lines = runs[1].read_text().splitlines()
-    runs[1].write_text("\n".join(lines[:1]) + "\n")  # seed 1 "interrupted" after its first evaluation
-    second = last_json(robot_rl(*args, "--reuse"))
-    assert runs[0].read_text() == finished  # not run again
-    assert read_metrics(runs[1].parent, "eval")[-1]["env_step"] >= 48  # run again to the budget
-    assert second["methods"]["dsrl-sac"]["seeds"][0] == first["methods"]["dsrl-sac"]["seeds"][0] | {
-        "wall_min": second["methods"]["dsrl-sac"]["seeds"][0]["wall_min"]}
-    # --report-only with a third seed that never ran: reports the two finished ones, runs nothing.
+    # Seed 1 stopped at 24 env steps with a checkpoint; seed 2 died before its first checkpoint.
+    last_json(robot_rl("finetune", *common, "--method", "dsrl-sac", "--env-steps", "24", "--seed", "1",
+                       "--run", "pick_cube_dsrl-sac_seed1"))
+    partial = runs[1].read_text()
+    runs[2].parent.mkdir()
+    runs[2].write_text('{"kind": "eval", "env_step": 0, "wall_s": 1.0, "success_rate": 0.5}\n')
     three = list(args)
     three[three.index("--seeds") + 1] = "3"
+    second = last_json(robot_rl(*three, "--reuse"))
+    assert runs[0].read_text() == finished  # not run again
+    stretch = [e["env_step"] for e in read_metrics(runs[1].parent, "eval")]
+    assert runs[1].read_text().startswith(partial)  # resumed: its first stretch kept ...
+    assert len(stretch) == 3 and stretch[0] == 0 and 24 <= stretch[1] < 48 <= stretch[2]  # ... and continued
+    assert all(e["success_rate"] != 0.5 for e in read_metrics(runs[2].parent, "eval"))  # started over
+    assert read_metrics(runs[2].parent, "eval")[-1]["env_step"] >= 48
+    seeds = second["methods"]["dsrl-sac"]["seeds"]
+    assert seeds[0] == first["methods"]["dsrl-sac"]["seeds"][0] | {"wall_min": seeds[0]["wall_min"]}
+    assert list(seeds[1]["success_by_step"]) == [str(step) for step in stretch]
+    # --report-only with a fourth seed that never ran: reports the three finished ones, runs nothing.
+    three[three.index("--seeds") + 1] = "4"
     report = last_json(robot_rl(*three, "--report-only"))
-    assert report["methods"]["dsrl-sac"]["seeds_reported"] == 2
-    assert not (tmp_path / "pick_cube_dsrl-sac_seed2").exists()
+    assert report["methods"]["dsrl-sac"]["seeds_reported"] == 3
+    assert not (tmp_path / "pick_cube_dsrl-sac_seed3").exists()
 
 
 def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
