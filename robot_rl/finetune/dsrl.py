@@ -195,22 +195,28 @@ def make_noise_agent(env: NoiseActionEnv, cfg: DSRLConfig) -> SACAgent:
     return SACAgent(encoder, obs_dim, env.action_space.shape[0], cfg.sac)
 
 
-def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, seed: int) -> dict:
-    """Deterministic (mean noise) episodes: success rate and mean primitive steps."""
+def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, seed: int, *,
+                         stochastic: bool = False) -> dict:
+    """Deterministic (mean noise; sampled with `stochastic`) episodes: success rate, mean primitive
+    steps, and mean primitive steps of the successful episodes (None if none)."""
     rng = np.random.default_rng(seed)
     successes, steps = [], []
     for _ in range(episodes):
         obs, info = env.reset(seed=int(rng.integers(2**31)))
         n = 0
         while True:
-            action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)}, deterministic=True)[0].numpy()
+            with torch.no_grad():
+                action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)},
+                                   deterministic=not stochastic)[0].numpy()
             obs, reward, terminated, truncated, info = env.step(action)
             n += info["primitive_steps"]
             if terminated or truncated:
                 break
         successes.append(success_of(info, terminated, reward))
         steps.append(n)
-    return {"success_rate": float(np.mean(successes)), "episodes": episodes, "mean_steps": float(np.mean(steps))}
+    won = [n for n, ok in zip(steps, successes) if ok]
+    return {"success_rate": float(np.mean(successes)), "episodes": episodes, "mean_steps": float(np.mean(steps)),
+            "success_mean_steps": float(np.mean(won)) if won else None, "clock": info.get("clock")}
 
 
 def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *, variant: str, env_steps: int,

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
 import torch
 
 from robot_rl.agents.sac_config import SACConfig
@@ -27,6 +26,9 @@ from robot_rl.cpu import setup_torch
 from robot_rl.errors import ConfigError
 from robot_rl.finetune.dsrl import DSRLConfig
 from robot_rl.finetune.ppo import PPOConfig
+
+FINAL_FILE = "final.pt"
+"""residual-ppo and DSRL runs: the trained agent and the run's config, written at the end."""
 
 RESIDUAL_SAC = SACConfig(residual_scale=0.3, residual_gripper_scale=1.0, actor_warmup_updates=1_000,
                          explore_std=0.3, n_step=3, critic_updates_per_actor_update=1)
@@ -139,11 +141,21 @@ def _eval_point(e: dict) -> dict:
     return {"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
 
 
-def _twin_env(task: str, base, *, in_process: bool = True):
+def _twin_env(task: str, base, *, in_process: bool = True, server: str | None = None, keys_dir: str | None = None):
+    """The base's env: the embedded twin (in this process by default), or the robot PC at `server`
+    (a base that observes the twin's object state needs a twin there: RobotEnv says so otherwise)."""
     from robot_rl.envs.robot_env import RobotEnv
 
-    return RobotEnv(task, in_process=in_process, image_obs=bool(base.layout.images),
-                    privileged_obs=base.train.privileged and base.train.obs == "state")
+    where = {"in_process": in_process} if server is None else {"server": server, "keys_dir": keys_dir}
+    return RobotEnv(task, image_obs=bool(base.layout.images),
+                    privileged_obs=base.train.privileged and base.train.obs == "state", **where)
+
+
+def residual_layout(env):
+    """Observation layout of residual-ppo's model over a `ResidualEnv` (its state vector)."""
+    from robot_rl.learning.obs import ObsLayout
+
+    return ObsLayout.of(env.observation_space, include=("privileged",), images=False)
 
 
 def _dsrl(cfg: FinetuneConfig, base) -> dict:
@@ -161,8 +173,9 @@ def _dsrl(cfg: FinetuneConfig, base) -> dict:
         if restore is not None:
             progress.advance(int(restore["env_steps"]))
 
-        def checkpoint(state: dict) -> None:
-            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state, keep_last=2)
+        def checkpoint(state: dict) -> None:  # the config makes it loadable by `robot-rl eval`
+            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(cfg)},
+                            keep_last=2)
 
         def on_eval(step: int, r: dict) -> None:
             metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"], mean_steps=r["mean_steps"],
@@ -185,16 +198,14 @@ def _dsrl(cfg: FinetuneConfig, base) -> dict:
         finally:
             env.close()
             eval_env.close()
-        torch.save({"agent": out["agent"].state_dict(), "config": to_dict(cfg)},
-                   run_dir.path / "final.pt")
+        torch.save({"agent": out["agent"].state_dict(), "config": to_dict(cfg), "env_steps": out["env_steps"]},
+                   run_dir.path / FINAL_FILE)
     return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
 
 
 def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
-    from robot_rl.finetune.ppo import train_ppo
+    from robot_rl.finetune.ppo import evaluate_residual, train_ppo
     from robot_rl.finetune.wrappers import ResidualEnv
-    from robot_rl.learning.obs import ObsLayout
-    from robot_rl.learning.policy import success_of
     from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
 
     def make_env(index: int):
@@ -205,24 +216,10 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
                            seed=cfg.seed * 1000 + index + 2)
 
     eval_env = make_env(-1)
-    layout = ObsLayout.of(eval_env.observation_space, include=("privileged",), images=False)
+    layout = residual_layout(eval_env)
 
     def evaluate(model, step: int) -> dict:
-        rng = np.random.default_rng(cfg.seed + 10_000 + step)
-        successes, lengths = [], []
-        for _ in range(cfg.eval_episodes):
-            obs, info = eval_env.reset(seed=int(rng.integers(2**31)))
-            n = 0
-            while True:
-                with torch.no_grad():
-                    mean = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0)).mean[0]
-                obs, reward, terminated, truncated, info = eval_env.step(mean.clamp(-1, 1).numpy())
-                n += 1
-                if terminated or truncated:
-                    break
-            successes.append(success_of(info, terminated, reward))
-            lengths.append(n)
-        return {"success_rate": float(np.mean(successes)), "episodes": cfg.eval_episodes, "mean_steps": float(np.mean(lengths))}
+        return evaluate_residual(model, eval_env, layout, cfg.eval_episodes, cfg.seed + 10_000 + step)
 
     with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
             MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
@@ -230,8 +227,9 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
         if restore is not None:
             progress.advance(int(restore["env_steps"]))
 
-        def checkpoint(state: dict) -> None:
-            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state, keep_last=2)
+        def checkpoint(state: dict) -> None:  # the config makes it loadable by `robot-rl eval`
+            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(cfg)},
+                            keep_last=2)
 
         def eval_fn(model, step: int) -> dict:
             r = evaluate(model, step) if cfg.eval_episodes else {"success_rate": 0.0, "episodes": 1, "mean_steps": 0.0}
@@ -251,7 +249,8 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
                             checkpoint_every=cfg.checkpoint_every, restore=restore)
         finally:
             eval_env.close()
-        torch.save({"model": out["model"].state_dict(), "config": to_dict(cfg)}, run_dir.path / "final.pt")
+        torch.save({"model": out["model"].state_dict(), "config": to_dict(cfg), "env_steps": out["env_steps"]},
+                   run_dir.path / FINAL_FILE)
     evals = out["evals"] if cfg.eval_episodes else []
     return {"env_steps": out["env_steps"], "evals": [_eval_point(e) for e in evals]}
 

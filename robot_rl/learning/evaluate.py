@@ -23,6 +23,7 @@ from robot_rl.learning.config import (
 )
 from robot_rl.learning.policy import obs_batch, policy_action, success_of
 from robot_rl.learning.runs import latest_checkpoint_path
+from robot_rl.learning.train_bc import FORMAT as BC_FORMAT
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class EvalConfig:
             raise ConfigError(f"episodes must be ≥ 1, got {self.episodes}")
 
 
-def load_agent(path: Path):
-    """(agent, TrainConfig) from a checkpoint file or the newest checkpoint of a run folder."""
+def load_state(path: Path) -> tuple[dict, Path]:
+    """(saved state, file) of a checkpoint file, or of the newest checkpoint of a run folder."""
     if path.is_dir():
         found = latest_checkpoint_path(path)
         if found is None:
@@ -52,13 +53,36 @@ def load_agent(path: Path):
         path = found
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = from_dict(TrainConfig, state["config"], where="checkpoint config")
-    return state, cfg
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise ConfigError(f"{path} cannot be loaded as a checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if not isinstance(state, dict) or not (isinstance(state.get("config"), dict) or state.get("format") == BC_FORMAT):
+        raise ConfigError(f"{path} is not a checkpoint of `robot-rl train`, `robot-rl finetune` or `robot-rl train-bc`")
+    return state, path
+
+
+def load_agent(path: Path):
+    """(agent state, TrainConfig) from a checkpoint file or the newest checkpoint of a run folder."""
+    state, path = load_state(path)
+    if "config" not in state:
+        raise ConfigError(f"{path} is a diffusion BC base, not an agent checkpoint")
+    return state, from_dict(TrainConfig, state["config"], where="checkpoint config")
 
 
 def run(cfg: EvalConfig) -> dict:
-    state, train_cfg = load_agent(Path(cfg.checkpoint))
+    state, path = load_state(Path(cfg.checkpoint))
+    t0 = time.perf_counter()
+    if state.get("format") == BC_FORMAT:  # a diffusion BC base on its own
+        result = _evaluate_base(path, cfg)
+        return {"checkpoint": str(cfg.checkpoint), **result, "wall_s": round(time.perf_counter() - t0, 1)}
+    from robot_rl.finetune.evaluate import evaluate_finetuned, is_finetune_state  # lazy: finetune builds on learning
+
+    if is_finetune_state(state):  # residual-ppo and DSRL runs: base + residual or noise policy
+        result = evaluate_finetuned(state, episodes=cfg.episodes, seed=cfg.seed, stochastic=cfg.stochastic,
+                                    server=cfg.server, keys_dir=cfg.keys_dir)
+        return {"checkpoint": str(cfg.checkpoint), **result, "wall_s": round(time.perf_counter() - t0, 1)}
+    train_cfg = from_dict(TrainConfig, state["config"], where="checkpoint config")
     kwargs = train_cfg.kwargs()
     if cfg.server is not None:
         kwargs.update(server=cfg.server, keys_dir=cfg.keys_dir)
@@ -94,3 +118,22 @@ def run(cfg: EvalConfig) -> dict:
             "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths)),
             "cycle_time_s": float(np.mean(durations)) if durations else None,
             "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _evaluate_base(path: Path, cfg: EvalConfig) -> dict:
+    """A diffusion BC base alone (its chunks sampled from noise seeded by `cfg.seed`)."""
+    from robot_rl.learning.train_bc import evaluate_base, load_base
+
+    base = load_base(path)
+    kwargs = {} if cfg.server is None else {"server": cfg.server, "keys_dir": cfg.keys_dir}
+    env_cfg = TrainConfig(task=base.train.task, obs=base.train.obs, privileged=base.train.privileged,
+                          encoder=base.train.encoder, env_kwargs=json.dumps(kwargs))
+    env = make_env(env_cfg)
+    try:
+        result = evaluate_base(base.policy, env, base.layout, cfg.episodes, seed=cfg.seed)
+        step_s = env.unwrapped.task.step_s
+    finally:
+        env.close()
+    won = result["success_mean_steps"]
+    return {"method": "diffusion-bc", "episodes": cfg.episodes, "success_rate": result["success_rate"],
+            "mean_steps": result["mean_steps"], "cycle_time_s": None if won is None else round(won * step_s, 3)}

@@ -192,7 +192,9 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
         lengths.append(steps)
         if progress is not None:
             progress(float(np.mean(successes)))
-    return {"episodes": episodes, "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths))}
+    won = [n for n, ok in zip(lengths, successes) if ok]
+    return {"episodes": episodes, "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths)),
+            "success_mean_steps": float(np.mean(won)) if won else None}
 
 
 # ---- training ----------------------------------------------------------------------------------------------

@@ -51,6 +51,18 @@ def test_train_bc_writes_a_self_describing_frozen_checkpoint(base):
     assert torch.equal(loaded.policy.sample(obs, noise), load_base(base).policy.sample(obs, noise))
 
 
+def test_eval_of_a_base_replays_its_train_bc_evaluation(base, tmp_path):
+    evaluation = load_base(base).extra["evaluation"]  # train-bc evaluated with seed 0 + 1000
+    out = last_json(robot_rl("eval", "--checkpoint", str(base), "--episodes", "2", "--seed", "1000"))
+    assert out["method"] == "diffusion-bc" and out["episodes"] == 2
+    assert (out["success_rate"], out["mean_steps"]) == (evaluation["success_rate"], evaluation["mean_steps"])
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "y.pt")
+    for bad in ("x.pt", "y.pt"):
+        wrong = robot_rl("eval", "--checkpoint", str(tmp_path / bad))
+        assert wrong.returncode != 0 and "Traceback" not in wrong.stderr, wrong.stderr[-2000:]
+
+
 def test_load_base_explains_a_wrong_file(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     out = robot_rl("finetune", "--base", str(tmp_path / "missing.pt"))
@@ -71,6 +83,12 @@ def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method,
     evals = read_metrics(tmp_path / "r", "eval")
     assert evals and evals[-1]["env_step"] >= 64 and evals[-1]["episodes"] == 1
     assert result["evals"][-1]["success_rate"] == evals[-1]["success_rate"]
+    if method != "residual-sac":  # `robot-rl eval` of the run replays its last evaluation (same reset seeds)
+        seed = str(10_000 + evals[-1]["env_step"])  # FinetuneConfig.seed 0 + 10 000 + step, as the run did
+        for checkpoint in (tmp_path / "r", tmp_path / "r" / "final.pt"):
+            replay = last_json(robot_rl("eval", "--checkpoint", str(checkpoint), "--episodes", "1", "--seed", seed))
+            assert replay["method"] == method and replay["env_steps"] == result["env_steps"]
+            assert (replay["success_rate"], replay["mean_steps"]) == (evals[-1]["success_rate"], evals[-1]["mean_steps"])
     if method == "residual-sac":  # progressive enabling: episode 0 runs the base alone, stored as zero residuals
         from robot_rl.learning import wire
         from robot_rl.learning.step_log import StepLog
