@@ -41,6 +41,9 @@ class FinetuneBench:
     demos: int = 3
     """Scripted demos the base is trained on (few: a weak base). On pick_cube: 3 → 0.26 success,
     5 → 0.84, 20 → 0.96; 20 with `--bc.steps 2000` (undertrained) → 0.40."""
+    residual_demos: bool = False
+    """residual-sac: fill its demo buffer with the scripted demos the base was trained on
+    (`robot-rl finetune --demos`), as residuals of the base."""
     bc: DiffusionConfig = DiffusionConfig()
     residual: SACConfig = RESIDUAL_SAC
     """residual-sac agent (`robot-rl finetune`'s default)."""
@@ -82,6 +85,11 @@ def run(cfg: FinetuneBench) -> dict:
     from robot_rl.learning.train_bc import load_base
 
     base_path = ensure_base(cfg)
+    demos = None
+    if cfg.residual_demos:
+        from robot_rl.bench.learning import ensure_demos
+
+        demos = str(ensure_demos(cfg.task, 20, images=False))
     base = load_base(base_path)
     base_success = (base.extra.get("evaluation") or {}).get("success_rate")
     out: dict = {"bench": "finetune", "task": cfg.task, "base": str(base_path), "base_success_rate": base_success,
@@ -110,7 +118,7 @@ def run(cfg: FinetuneBench) -> dict:
             fcfg = replace(FinetuneConfig(base=str(base_path), method=method, env_steps=budget,
                                           eval_every=cfg.eval_every if method != "residual-ppo" else max(cfg.eval_every, budget // 6),
                                           eval_episodes=cfg.eval_episodes, seed=seed, run=name, runs_dir=cfg.runs_dir,
-                                          resume=resume),
+                                          resume=resume, demos=demos if method == "residual-sac" else None),
                            residual=cfg.residual, dsrl=cfg.dsrl, ppo=cfg.ppo)
             result = finetune(fcfg)
             # From the metrics file: a resumed run's evaluations and wall time include its first stretch.

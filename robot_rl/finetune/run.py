@@ -73,6 +73,10 @@ class FinetuneConfig:
     env steps over 3 seeds, 1: +34)."""
     torch_threads: int = 1
     """Intra-op threads of this process (residual-sac: of the learner and of the actor)."""
+    demos: str | None = None
+    """residual-sac: recorded episodes (robot-rl record) for the demo buffer, sampled 50/50 with the
+    online steps as in `robot-rl train`; stored as residuals of the base (the demo action minus the
+    base's proposal, over the residual scale, clipped to ±1)."""
     enable_over_episodes: int = 0
     """residual-sac: progressive enabling, the residual acts in training episode k with
     probability k/N (0: from the start)."""
@@ -89,6 +93,8 @@ class FinetuneConfig:
         if self.method != "residual-sac" and (self.server is not None or self.intervention != "none"):
             raise ConfigError(f"--server and --intervention go with residual-sac (the distributed path), "
                               f"not {self.method}")
+        if self.demos is not None and self.method != "residual-sac":
+            raise ConfigError(f"--demos fills residual-sac's demo buffer; {self.method} has none")
         if self.checkpoint_every < 1:
             raise ConfigError("checkpoint_every must be ≥ 1")
         if self.residual.residual_scale is None:
@@ -130,11 +136,12 @@ def _residual_sac(cfg: FinetuneConfig, base) -> dict:
                        run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
                        torch_threads=cfg.torch_threads,
                        learning_starts=cfg.learning_starts, utd=cfg.utd,
-                       residual_enable_episodes=cfg.enable_over_episodes, max_lead_steps=None if cfg.server else 250,
+                       residual_enable_episodes=cfg.enable_over_episodes, demos=cfg.demos, max_lead_steps=None if cfg.server else 250,
                        resume=cfg.resume)
     summary = run_train(cmd)
     evals = read_metrics(f"{cfg.runs_dir}/{cfg.run_name}", "eval")
-    return {"env_steps": summary["env_steps"], "evals": [_eval_point(e) for e in evals]}
+    demos = {k: summary[k] for k in ("demo_transitions", "demo_residual_clipped") if k in summary and cfg.demos}
+    return {"env_steps": summary["env_steps"], **demos, "evals": [_eval_point(e) for e in evals]}
 
 
 def _eval_point(e: dict) -> dict:

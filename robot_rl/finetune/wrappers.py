@@ -28,6 +28,7 @@ import torch
 from gymnasium import spaces
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionPolicy
+from robot_rl.data.episodes import Episode
 from robot_rl.errors import ConfigError
 from robot_rl.learning.obs import ObsLayout
 
@@ -183,3 +184,44 @@ class NoiseActionEnv(_BaseWrapper):
                 break
         info = {**info, "primitive_steps": steps, "executed_actions": np.stack(actions)}
         return self._obs(), total, terminated, truncated, info
+
+
+def residual_episode(ep: Episode, policy: DiffusionPolicy, layout: ObsLayout, scale: float | Sequence[float], *,
+                     seed: int = 0) -> tuple[Episode, float]:
+    """A recorded episode re-expressed as a residual run stores its steps, so demos can fill a
+    residual agent's demo buffer: "base_action" observed at every step (the base acting along the
+    recorded observations, chunk queue and seeded noise as in `ResidualEnv`) and the recorded
+    action turned into the residual that executes it, (demo − base) / scale in the base's
+    normalized units, clipped to [−1, 1].
+
+    Returns the episode and the fraction of its action entries that needed clipping: there the
+    stored transition executes less than the demo did (a base far from its demos, or a ±1
+    gripper command the residual can only hold back)."""
+    a = policy.action_dim
+    scale = np.broadcast_to(np.asarray(scale, np.float64), (a,))
+    chunked = ChunkedPolicy(policy)
+    gen = torch.Generator().manual_seed(int(seed) + 7_919)
+    n = len(ep)
+    base_n = np.zeros((n + 1, a), np.float32)
+    for t in range(n + 1):  # the base's proposal at every observation, the last one included (next_obs)
+        obs = {k[4:]: v[t] for k, v in ep.arrays.items() if k.startswith("obs/")}
+        raw = layout.raw(_nest(obs))
+        env_action = chunked.act(raw, generator=gen)
+        base_n[t] = policy.action_norm.normalize(torch.as_tensor(env_action, dtype=torch.float32)).clamp(-1, 1).numpy()
+    demo_n = policy.action_norm.normalize(torch.as_tensor(ep.arrays["action"], dtype=torch.float32)).clamp(-1, 1).numpy()
+    residual = (demo_n - base_n[:n]) / scale
+    clipped = float(np.mean(np.abs(residual) > 1.0)) if n else 0.0
+    arrays = {**ep.arrays, "obs/base_action": base_n, "action": np.clip(residual, -1.0, 1.0).astype(np.float32)}
+    return Episode(ep.path, arrays, ep.meta), clipped
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a/b": x} → {"a": {"b": x}} (recorded observation keys → the env's nested observation)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out

@@ -81,6 +81,8 @@ class Learner:
         self.final_eval_seen = False
         self._normalized = False
         self._train_metrics: dict = {}
+        self.demo_residual_clipped: float | None = None
+        """Residual runs with demos: fraction of the demos' action entries clipped to ±1 as residuals."""
         if cfg.demos:
             self._load_demos(Path(cfg.demos))
         if resume:
@@ -105,13 +107,33 @@ class Learner:
     # ---- data ----------------------------------------------------------------------------------
 
     def _load_demos(self, folder: Path) -> None:
-        n = 0
+        to_residual = self._residual_demos() if self.cfg.base else None
+        n, clipped = 0, []
         for ep in iter_episodes(folder):
+            if to_residual is not None:
+                ep, frac = to_residual(ep, seed=self.cfg.seed * 1000 + n)
+                clipped.append(frac)
             self.ingest.add_episode_file(ep)
             n += 1
         if n == 0:
             raise ConfigError(f"no episodes in {folder}: record some with `robot-rl record --out {folder}`")
         log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.ingest.demo), folder)
+        if clipped:
+            self.demo_residual_clipped = round(float(np.mean(clipped)), 4)
+            log.info("demos as residuals of base %s: %.1f %% of their action entries clipped to ±1", self.cfg.base,
+                     100 * self.demo_residual_clipped)
+
+    def _residual_demos(self):
+        """Residual runs store demos as residuals of the base (finetune.wrappers.residual_episode)."""
+        import functools
+
+        from robot_rl.finetune.wrappers import residual_episode  # lazy: as learning.config's residual env
+        from robot_rl.learning.config import _BASES
+        from robot_rl.learning.train_bc import load_base
+
+        base = _BASES.get(self.cfg.base) or load_base(self.cfg.base)
+        return functools.partial(residual_episode, policy=base.policy, layout=base.layout,
+                                 scale=self.cfg.agent.residual_scales(base.policy.action_dim))
 
     def _restore(self) -> None:
         n = 0
@@ -310,7 +332,8 @@ class Learner:
             while time.monotonic() < deadline:
                 self._drain(timeout_ms=50)
             return {"env_steps": self.env_steps, "updates": self.update_count, "run_dir": str(self.run_dir.path),
-                    "online_transitions": len(self.ingest.online), "demo_transitions": len(self.ingest.demo)}
+                    "online_transitions": len(self.ingest.online), "demo_transitions": len(self.ingest.demo),
+                    **({"demo_residual_clipped": self.demo_residual_clipped} if self.demo_residual_clipped is not None else {})}
         finally:
             self.close()
 

@@ -209,3 +209,52 @@ def test_an_intervention_is_executed_even_while_the_residual_is_off():
     np.testing.assert_allclose(info["agent_action"], residual, atol=1e-6)
     _, _, _, _, info = env.step(np.ones(3))  # the agent's own residual stays off
     np.testing.assert_array_equal(info["agent_action"], np.zeros(3))
+
+
+def test_a_demo_as_residuals_replays_the_demo_through_the_residual_env():
+    """residual_episode's base proposals are what ResidualEnv observes along the same observations,
+    and executing its residuals reproduces the demo's actions wherever they needed no clipping."""
+    from pathlib import Path
+
+    from robot_rl.data.episodes import Episode
+    from robot_rl.finetune.wrappers import residual_episode
+
+    policy = base_policy()
+    recorder = CountingEnv(length=9)
+    obs, _ = recorder.reset(seed=0)
+    rng = np.random.default_rng(1)
+    observations, actions, rewards, terminated, truncated = [obs["count"]], [], [], [], []
+    while True:
+        action = rng.uniform(-0.8, 0.8, 3).astype(np.float32)  # inside the base's action range
+        obs, r, term, trunc, _ = recorder.step(action)
+        observations.append(obs["count"])
+        actions.append(action)
+        rewards.append(r)
+        terminated.append(term)
+        truncated.append(trunc)
+        if term or trunc:
+            break
+    ep = Episode(Path("ep_000000.npz"), {"obs/count": np.stack(observations), "action": np.stack(actions),
+                                         "reward": np.array(rewards), "terminated": np.array(terminated),
+                                         "truncated": np.array(truncated)}, {})
+    scale = [0.5, 0.5, 1.0]
+    converted, clipped = residual_episode(ep, policy, layout_of(recorder), scale, seed=5)
+    residuals = converted.arrays["action"]
+    assert residuals.shape == (9, 3) and np.abs(residuals).max() <= 1.0
+    assert converted.arrays["obs/base_action"].shape == (10, 3)
+    assert np.array_equal(converted.arrays["obs/count"], ep.arrays["obs/count"])  # the rest untouched
+
+    inner = CountingEnv(length=9)
+    env = ResidualEnv(inner, policy, layout_of(inner), scale=scale)
+    obs, _ = env.reset(seed=5)
+    for t in range(9):
+        np.testing.assert_allclose(obs["base_action"], converted.arrays["obs/base_action"][t], atol=1e-6)
+        obs, *_ = env.step(residuals[t])
+    np.testing.assert_allclose(obs["base_action"], converted.arrays["obs/base_action"][9], atol=1e-6)
+    executed, demo = np.stack(inner.actions), ep.arrays["action"]
+    raw = (env.to_normalized(demo) - converted.arrays["obs/base_action"][:9]) / np.asarray(scale)
+    fits = np.abs(raw) <= 1.0
+    assert clipped == pytest.approx(1.0 - fits.mean())
+    assert 0.0 < clipped < 1.0  # this base is far from some of the demo's actions, near others
+    np.testing.assert_allclose(executed[fits], demo[fits], atol=1e-5)
+    assert not np.allclose(executed[~fits], demo[~fits], atol=1e-3)  # clipped: the residual falls short

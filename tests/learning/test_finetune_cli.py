@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from robot_rl.data.episodes import iter_episodes
 from robot_rl.learning.runs import read_metrics
 from robot_rl.learning.train_bc import load_base
 
@@ -309,6 +310,19 @@ def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base,
     evals = read_metrics(tmp_path / "r", "eval")
     assert [e["env_step"] for e in evals] == [0, result["env_steps"]]  # step 0 from the first process only
     assert [e["env_step"] for e in result["evals"]] == [0, result["env_steps"]]
+
+
+def test_residual_sac_fills_its_demo_buffer_with_the_demos_as_residuals(base, tmp_path):
+    demos = base.parent / "demos"  # the episodes the base was trained on
+    out = robot_rl("finetune", "--base", str(base), "--method", "residual-sac", "--demos", str(demos),
+                   "--learning-starts", "20", "--env-steps", "48", "--eval-every", "1000", "--eval-episodes", "1",
+                   "--runs-dir", str(tmp_path), "--run", "r")
+    result = last_json(out)
+    recorded = sum(len(ep) for ep in iter_episodes(demos))
+    assert result["env_steps"] >= 48 and result["demo_transitions"] == recorded
+    assert 0.0 <= result["demo_residual_clipped"] <= 1.0
+    wrong = robot_rl("finetune", "--base", str(base), "--method", "dsrl-sac", "--demos", str(demos))
+    assert wrong.returncode == 2 and "--demos fills residual-sac" in wrong.stderr
 
 
 def test_residual_sac_resume_continues_the_distributed_run(base, tmp_path):
