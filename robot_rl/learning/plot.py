@@ -292,12 +292,19 @@ def x_axis_scale(table: Mapping[str, Sequence[CurvePoint]],
     return "symlog", float(min(positive))
 
 
+def _steps_label(x: float) -> str:
+    """Env steps in three significant digits: 10004 → "10k", 300032 → "300k", 1.5e6 → "1.5M"."""
+    if x >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    return f"{x / 1000:.3g}k" if x >= 1000 else f"{x:.3g}"
+
+
 def _log_ticks(first: float, last: float) -> list[float]:
     """0, first, then 1-2-5 steps per decade up to last, and last itself."""
     ticks = [0.0, first]
     decade = 10.0 ** np.floor(np.log10(first))
     while decade <= last:
-        ticks += [m * decade for m in (1, 2, 5) if first < m * decade < last * 0.9]
+        ticks += [m * decade for m in (1, 2, 5) if first < m * decade < last / 1.6]  # clear of last's label
         decade *= 10
     return sorted(set(ticks + [float(last)]))
 
@@ -332,8 +339,8 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
         ax.set_xlim(left=0)
         ax.xaxis.set_major_locator(FixedLocator(_log_ticks(linthresh, max(p.env_step for ps in table.values() for p in ps))))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"))
-    ax.set_xlabel("environment steps (env_step)" + (f", log scale beyond {linthresh:,.0f}" if scale == "symlog" else ""))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _steps_label(x)))
+    ax.set_xlabel("environment steps (env_step)" + (f", log scale beyond {_steps_label(linthresh)}" if scale == "symlog" else ""))
     ax.set_ylabel("success rate (fraction of eval episodes)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

@@ -21,7 +21,7 @@ from robot_rl.learning.plot import (
     success_curves,
     x_axis_scale,
 )
-from robot_rl.learning.plot import _log_ticks
+from robot_rl.learning.plot import _log_ticks, _steps_label
 from robot_rl.learning.runs import MetricsWriter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -227,8 +227,10 @@ def test_auto_x_scale_goes_logarithmic_only_for_curves_of_very_different_length(
 
 
 def test_log_ticks_are_one_two_five_per_decade_and_end_at_the_last_step():
-    assert _log_ticks(10_000, 300_000) == [0, 10_000, 20_000, 50_000, 100_000, 200_000, 300_000]
+    assert _log_ticks(10_000, 300_000) == [0, 10_000, 20_000, 50_000, 100_000, 300_000]  # 200k: too near 300k
     assert _log_ticks(5_000, 20_000) == [0, 5_000, 10_000, 20_000]
+    assert _log_ticks(10_004, 300_032) == [0, 10_004, 20_000, 50_000, 100_000, 300_032]
+    assert [_steps_label(x) for x in (0, 500, 10_004, 300_032, 1_500_000)] == ["0", "500", "10k", "300k", "1.5M"]
 
 
 def test_the_x_scale_changes_the_drawn_axis(tmp_path):
