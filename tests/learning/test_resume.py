@@ -110,7 +110,7 @@ def test_resuming_a_finished_run_with_a_larger_budget_does_not_repeat_its_last_e
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while reading (ESRCH mid-read)
         return False
     return state != "Z"
 
@@ -125,7 +125,10 @@ def test_terminating_train_also_stops_its_actor(tmp_path):
 
     def actor_pid() -> int | None:
         for pid in children.read_text().split():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if _alive(int(pid)) else []
+            try:  # a short-lived child (e.g. a compiler probe) may exit between the listing and the read
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if _alive(int(pid)) else []
+            except (FileNotFoundError, ProcessLookupError):
+                continue
             if b"actor" in cmdline:
                 return int(pid)
         return None
