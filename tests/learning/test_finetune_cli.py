@@ -229,27 +229,35 @@ def test_residual_ppo_in_worker_processes_learns_exactly_what_it_learns_in_proce
         assert torch.equal(models[False][k], models[True][k]), k
 
 
-def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path):
-    """kill -9 a residual-ppo run once it has checkpointed, then `--resume`: training continues
-    from the saved env step and optimizer state, and reaches the budget."""
+def _kill_after_checkpoint(args: list[str], run_dir, *, env_steps: int) -> None:
+    """Start `robot-rl finetune *args` on a large budget and kill -9 it once its latest checkpoint
+    is past `env_steps`."""
     import signal
     import time
 
     from robot_rl.learning.runs import latest_checkpoint_path
 
-    args = ["--base", str(base), "--method", "residual-ppo", "--eval-every", "1000000", "--eval-episodes", "1",
-            "--ppo.num-envs", "2", "--ppo.rollout-steps", "16", "--checkpoint-every", "32",
-            "--runs-dir", str(tmp_path), "--run", "r"]
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "finetune", *args, "--env-steps", "100000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.monotonic() + 240
-    while (latest_checkpoint_path(tmp_path / "r") is None or
-           torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)["env_steps"] < 64):
+    while (latest_checkpoint_path(run_dir) is None or
+           torch.load(latest_checkpoint_path(run_dir), weights_only=True)["env_steps"] < env_steps):
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint past 64 env steps in 240 s"
+        assert time.monotonic() < deadline, f"no checkpoint past {env_steps} env steps in 240 s"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path):
+    """kill -9 a residual-ppo run once it has checkpointed, then `--resume`: training continues
+    from the saved env step and optimizer state, and reaches the budget."""
+    from robot_rl.learning.runs import latest_checkpoint_path
+
+    args = ["--base", str(base), "--method", "residual-ppo", "--eval-every", "1000000", "--eval-episodes", "1",
+            "--ppo.num-envs", "2", "--ppo.rollout-steps", "16", "--checkpoint-every", "32",
+            "--runs-dir", str(tmp_path), "--run", "r"]
+    _kill_after_checkpoint(args, tmp_path / "r", env_steps=64)
     saved = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
     saved_step = saved["env_steps"]
     updates_per_rollout = 4 * 4  # epochs × minibatches (PPOConfig defaults)
@@ -273,23 +281,11 @@ def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base,
     """kill -9 a DSRL-NA run once it has checkpointed, then `--resume`: the replay comes back row
     for row and grows from there, the optimizers continue their step counts, and the run reaches
     its budget without evaluating step 0 again."""
-    import signal
-    import time
-
     from robot_rl.learning.runs import latest_checkpoint_path
 
     args = ["--base", str(base), "--method", "dsrl-na", "--eval-every", "1000000", "--eval-episodes", "1",
             "--dsrl.learning-starts", "2", "--checkpoint-every", "32", "--runs-dir", str(tmp_path), "--run", "r"]
-    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "finetune", *args, "--env-steps", "100000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    deadline = time.monotonic() + 240
-    while (latest_checkpoint_path(tmp_path / "r") is None or
-           torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)["env_steps"] < 64):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint past 64 env steps in 240 s"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(args, tmp_path / "r", env_steps=64)
     saved = torch.load(latest_checkpoint_path(tmp_path / "r"), weights_only=True)
     rows = saved["chunk_steps"]
     assert saved["replay"]["written"] == rows == saved["replay"]["obs"].shape[0] and rows >= 8  # 8-step chunks
