@@ -28,7 +28,7 @@ from robot_rl.agents.sac import SACAgent, actor_step, make_optimizers, update
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.errors import ConfigError
 from robot_rl.finetune.wrappers import NoiseActionEnv
-from robot_rl.learning.policy import success_of
+from robot_rl.learning.policy import run_episodes, success_of
 
 
 @dataclass(frozen=True)
@@ -199,24 +199,12 @@ def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, se
                          stochastic: bool = False) -> dict:
     """Deterministic (mean noise; sampled with `stochastic`) episodes: success rate, mean primitive
     steps, and mean primitive steps of the successful episodes (None if none)."""
-    rng = np.random.default_rng(seed)
-    successes, steps = [], []
-    for _ in range(episodes):
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        n = 0
-        while True:
-            with torch.no_grad():
-                action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)},
-                                   deterministic=not stochastic)[0].numpy()
-            obs, reward, terminated, truncated, info = env.step(action)
-            n += info["primitive_steps"]
-            if terminated or truncated:
-                break
-        successes.append(success_of(info, terminated, reward))
-        steps.append(n)
-    won = [n for n, ok in zip(steps, successes) if ok]
-    return {"success_rate": float(np.mean(successes)), "episodes": episodes, "mean_steps": float(np.mean(steps)),
-            "success_mean_steps": float(np.mean(won)) if won else None, "clock": info.get("clock")}
+    def act(obs) -> np.ndarray:
+        with torch.no_grad():
+            return agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)},
+                             deterministic=not stochastic)[0].numpy()
+
+    return run_episodes(env, act, episodes, seed, steps_of=lambda info: info["primitive_steps"])
 
 
 def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *, variant: str, env_steps: int,

@@ -238,26 +238,15 @@ def evaluate_residual(model: ResidualActorCritic, env, layout: ObsLayout, episod
                       stochastic: bool = False) -> dict:
     """Episodes of base + residual on one `ResidualEnv`: the residual's mean (or a sample, with
     `stochastic`). Success rate, mean steps, and mean steps of the successful episodes (None if none)."""
-    from robot_rl.learning.policy import success_of
+    from robot_rl.learning.policy import run_episodes
 
-    rng = np.random.default_rng(seed)
-    successes, lengths = [], []
-    for _ in range(episodes):
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        n = 0
-        while True:
-            with torch.no_grad():
-                dist = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0))
-                action = (dist.sample() if stochastic else dist.mean)[0]
-            obs, reward, terminated, truncated, info = env.step(action.clamp(-1, 1).numpy())
-            n += 1
-            if terminated or truncated:
-                break
-        successes.append(success_of(info, terminated, reward))
-        lengths.append(n)
-    won = [n for n, ok in zip(lengths, successes) if ok]
-    return {"success_rate": float(np.mean(successes)), "episodes": episodes, "mean_steps": float(np.mean(lengths)),
-            "success_mean_steps": float(np.mean(won)) if won else None, "clock": info.get("clock")}
+    def act(obs) -> np.ndarray:
+        with torch.no_grad():
+            dist = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0))
+            action = (dist.sample() if stochastic else dist.mean)[0]
+        return action.clamp(-1, 1).numpy()
+
+    return run_episodes(env, act, episodes, seed)
 
 
 def _index(tree, i: int):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -168,52 +170,35 @@ def residual_layout(env):
 def _dsrl(cfg: FinetuneConfig, base) -> dict:
     from robot_rl.finetune.dsrl import train_dsrl
     from robot_rl.finetune.wrappers import NoiseActionEnv
-    from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
 
     variant = "sac" if cfg.method == "dsrl-sac" else "na"
     env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound, seed=cfg.seed)
     eval_env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound,
                               seed=cfg.seed + 1)
-    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
-            MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
-        restore = load_latest_checkpoint(run_dir) if cfg.resume else None
-        if restore is not None:
-            progress.advance(int(restore["env_steps"]))
-
-        def checkpoint(state: dict) -> None:  # the config makes it loadable by `robot-rl eval`
-            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(cfg)},
-                            keep_last=2)
-
-        def on_eval(step: int, r: dict) -> None:
-            metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"], mean_steps=r["mean_steps"],
-                               cycle_time_s=None)
-            progress.eval(step, r["success_rate"])
-
+    with _session(cfg) as run:
         last_log = [0]
 
         def on_step(step: int, m: dict) -> None:
-            progress.advance(step)
+            run.progress.advance(step)
             if m and step - last_log[0] >= 1_000:
                 last_log[0] = step
-                metrics.write("train", step, m)
+                run.metrics.write("train", step, m)
 
         try:
             out = train_dsrl(env, eval_env, cfg.dsrl, variant=variant, env_steps=cfg.env_steps,
                              eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, seed=cfg.seed,
-                             on_eval=on_eval, on_step=on_step, checkpoint=checkpoint,
-                             checkpoint_every=cfg.checkpoint_every, restore=restore)
+                             on_eval=run.record_eval, on_step=on_step, checkpoint=run.checkpoint,
+                             checkpoint_every=cfg.checkpoint_every, restore=run.restore)
         finally:
             env.close()
             eval_env.close()
-        torch.save({"agent": out["agent"].state_dict(), "config": to_dict(cfg), "env_steps": out["env_steps"]},
-                   run_dir.path / FINAL_FILE)
+        run.save_final({"agent": out["agent"].state_dict(), "env_steps": out["env_steps"]})
     return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
 
 
 def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
     from robot_rl.finetune.ppo import evaluate_residual, train_ppo
     from robot_rl.finetune.wrappers import ResidualEnv
-    from robot_rl.learning.runs import MetricsWriter, RunDir, checkpoint_name, load_latest_checkpoint, save_checkpoint
 
     def make_env(index: int):
         # The index, not a call counter, picks the base's noise seed: with --ppo.async-envs each
@@ -228,36 +213,25 @@ def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
     def evaluate(model, step: int) -> dict:
         return evaluate_residual(model, eval_env, layout, cfg.eval_episodes, cfg.seed + 10_000 + step)
 
-    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
-            MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
-        restore = load_latest_checkpoint(run_dir) if cfg.resume else None
-        if restore is not None:
-            progress.advance(int(restore["env_steps"]))
-
-        def checkpoint(state: dict) -> None:  # the config makes it loadable by `robot-rl eval`
-            save_checkpoint(run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(cfg)},
-                            keep_last=2)
-
+    with _session(cfg) as run:
         def eval_fn(model, step: int) -> dict:
-            r = evaluate(model, step) if cfg.eval_episodes else {"success_rate": 0.0, "episodes": 1, "mean_steps": 0.0}
-            if cfg.eval_episodes:
-                metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"],
-                                   mean_steps=r["mean_steps"], cycle_time_s=None)
-                progress.eval(step, r["success_rate"])
+            if not cfg.eval_episodes:
+                return {"success_rate": 0.0, "episodes": 1, "mean_steps": 0.0}
+            r = evaluate(model, step)
+            run.record_eval(step, r)
             return r
 
         def on_rollout(step: int, m: dict) -> None:
-            progress.advance(step)
-            metrics.write("train", step, m)
+            run.progress.advance(step)
+            run.metrics.write("train", step, m)
 
         try:
             out = train_ppo(make_env, layout, cfg.ppo, env_steps=cfg.env_steps, eval_fn=eval_fn,
-                            eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout, checkpoint=checkpoint,
-                            checkpoint_every=cfg.checkpoint_every, restore=restore)
+                            eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout, checkpoint=run.checkpoint,
+                            checkpoint_every=cfg.checkpoint_every, restore=run.restore)
         finally:
             eval_env.close()
-        torch.save({"model": out["model"].state_dict(), "config": to_dict(cfg), "env_steps": out["env_steps"]},
-                   run_dir.path / FINAL_FILE)
+        run.save_final({"model": out["model"].state_dict(), "env_steps": out["env_steps"]})
     evals = out["evals"] if cfg.eval_episodes else []
     return {"env_steps": out["env_steps"], "evals": [_eval_point(e) for e in evals]}
 
@@ -284,3 +258,42 @@ class _progress:
 
     def eval(self, step: int, rate: float) -> None:
         self.progress.update(self.task, eval=f"{rate:.2f} @ {step}")
+
+
+@dataclass
+class _Session:
+    """What residual-ppo and DSRL share around their training loop: the run folder (resumed with
+    `--resume`), its metrics, the progress bar and the checkpoint to continue from."""
+
+    cfg: FinetuneConfig
+    run_dir: object
+    metrics: object
+    progress: _progress
+    restore: dict | None
+
+    def checkpoint(self, state: dict) -> None:
+        from robot_rl.learning.runs import checkpoint_name, save_checkpoint
+
+        # The config makes checkpoints loadable by `robot-rl eval`.
+        save_checkpoint(self.run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(self.cfg)},
+                        keep_last=2)
+
+    def record_eval(self, step: int, r: dict) -> None:
+        self.metrics.write_eval(step, success_rate=r["success_rate"], episodes=r["episodes"],
+                                mean_steps=r["mean_steps"], cycle_time_s=None)
+        self.progress.eval(step, r["success_rate"])
+
+    def save_final(self, state: dict) -> None:
+        torch.save(state | {"config": to_dict(self.cfg)}, self.run_dir.path / FINAL_FILE)
+
+
+@contextmanager
+def _session(cfg: FinetuneConfig) -> Iterator[_Session]:
+    from robot_rl.learning.runs import MetricsWriter, RunDir, load_latest_checkpoint
+
+    with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
+            MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:
+        restore = load_latest_checkpoint(run_dir) if cfg.resume else None
+        if restore is not None:
+            progress.advance(int(restore["env_steps"]))
+        yield _Session(cfg, run_dir, metrics, progress, restore)

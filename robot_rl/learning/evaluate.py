@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robot_rl.config import from_dict
@@ -21,7 +20,7 @@ from robot_rl.learning.config import (
     make_agent,
     make_env,
 )
-from robot_rl.learning.policy import obs_batch, policy_action, success_of
+from robot_rl.learning.policy import obs_batch, policy_action, run_episodes
 from robot_rl.learning.runs import latest_checkpoint_path
 from robot_rl.learning.train_bc import FORMAT as BC_FORMAT
 
@@ -95,29 +94,25 @@ def run(cfg: EvalConfig) -> dict:
         agent.eval()
         scaler = ActionScaler.of(env)
         step_s = getattr(getattr(env.unwrapped, "task", None), "step_s", None)
-        rng = np.random.default_rng(cfg.seed)
-        successes, lengths, durations = [], [], []
         t0 = time.perf_counter()
-        for _ in range(cfg.episodes):
-            obs, info = env.reset(seed=int(rng.integers(2**31)))
-            steps, start = 0, time.perf_counter()
-            while True:
-                action = policy_action(agent, obs_batch(layout, obs), deterministic=not cfg.stochastic)
-                obs, reward, terminated, truncated, info = env.step(scaler.to_env(action))
-                steps += 1
-                if terminated or truncated:
-                    break
-            ok = success_of(info, terminated, reward)
-            successes.append(ok)
-            lengths.append(steps)
-            if ok:  # simulated time on a stepped twin, wall time otherwise
-                durations.append(steps * step_s if step_s and info.get("clock") == "sim" else time.perf_counter() - start)
+        result = run_episodes(env, lambda obs: scaler.to_env(policy_action(agent, obs_batch(layout, obs),
+                                                                           deterministic=not cfg.stochastic)),
+                              cfg.episodes, cfg.seed)
     finally:
         env.close()
     return {"checkpoint": str(cfg.checkpoint), "update": int(state["update"]), "episodes": cfg.episodes,
-            "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths)),
-            "cycle_time_s": float(np.mean(durations)) if durations else None,
+            "success_rate": result["success_rate"], "mean_steps": result["mean_steps"],
+            "cycle_time_s": _cycle_time_s(result, step_s),
             "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _cycle_time_s(result: dict, step_s: float | None) -> float | None:
+    """Mean duration of the successful episodes: simulated time on a stepped twin, wall time otherwise."""
+    if result["success_mean_steps"] is None:
+        return None
+    if step_s and result["clock"] == "sim":
+        return result["success_mean_steps"] * step_s
+    return result["success_mean_wall_s"]
 
 
 def _evaluate_base(path: Path, cfg: EvalConfig) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,3 +71,39 @@ def success_of(info: dict, terminated: bool, reward: float) -> bool:
         if key in info:
             return bool(info[key])
     return bool(terminated and reward > 0)
+
+
+def run_episodes(env, act: Callable[[Any], np.ndarray], episodes: int, seed: int, *,
+                 on_reset: Callable[[], None] | None = None, steps_of: Callable[[dict], int] | None = None,
+                 progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Play `episodes` episodes of `act(obs) -> env action` on `env`, each reset with a seed drawn
+    from `seed` (so an evaluation is reproducible given its seed). `on_reset` runs after each reset
+    (an action queue's reset), `steps_of(info)` counts the env steps of one `step` (several when
+    an agent acts once per chunk), `progress(success_rate_so_far)` after each episode.
+
+    Returns success rate, mean steps, mean steps and mean wall seconds of the successful episodes
+    (None if none) and the env's clock ("sim" on a stepped twin)."""
+    rng = np.random.default_rng(seed)
+    successes, lengths, walls = [], [], []
+    info: dict = {}
+    for _ in range(episodes):
+        obs, info = env.reset(seed=int(rng.integers(2**31)))
+        if on_reset is not None:
+            on_reset()
+        steps, start = 0, time.perf_counter()
+        while True:
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            steps += 1 if steps_of is None else int(steps_of(info))
+            if terminated or truncated:
+                break
+        successes.append(success_of(info, terminated, reward))
+        lengths.append(steps)
+        walls.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(float(np.mean(successes)))
+    won = [i for i, ok in enumerate(successes) if ok]
+    return {"success_rate": float(np.mean(successes)) if episodes else 0.0, "episodes": episodes,
+            "mean_steps": float(np.mean(lengths)) if episodes else 0.0,
+            "success_mean_steps": float(np.mean([lengths[i] for i in won])) if won else None,
+            "success_mean_wall_s": float(np.mean([walls[i] for i in won])) if won else None,
+            "clock": info.get("clock")}

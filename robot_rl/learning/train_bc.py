@@ -26,7 +26,7 @@ from robot_rl.errors import ConfigError
 from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_env
 from robot_rl.learning.ingest import _obs_at, check_demo_compatible
 from robot_rl.learning.obs import ObsLayout
-from robot_rl.learning.policy import success_of
+from robot_rl.learning.policy import run_episodes
 
 FORMAT = "robot_rl.diffusion_bc"
 VERSION = 1
@@ -175,26 +175,12 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
     """Success rate of the policy on `env`: reset seeds and sampling noise both come from `seed`,
     so the evaluation is reproducible (deterministic given the seed)."""
     chunked = ChunkedPolicy(policy)
-    rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    successes, lengths = [], []
-    for _ in range(episodes):
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        chunked.reset()
-        steps = 0
-        while True:
-            action = chunked.act(layout.raw(obs), generator=gen)
-            obs, reward, terminated, truncated, info = env.step(np.clip(action, env.action_space.low, env.action_space.high))
-            steps += 1
-            if terminated or truncated:
-                break
-        successes.append(success_of(info, terminated, reward))
-        lengths.append(steps)
-        if progress is not None:
-            progress(float(np.mean(successes)))
-    won = [n for n, ok in zip(lengths, successes) if ok]
-    return {"episodes": episodes, "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths)),
-            "success_mean_steps": float(np.mean(won)) if won else None}
+
+    def act(obs) -> np.ndarray:
+        return np.clip(chunked.act(layout.raw(obs), generator=gen), env.action_space.low, env.action_space.high)
+
+    return run_episodes(env, act, episodes, seed, on_reset=chunked.reset, progress=progress)
 
 
 # ---- training ----------------------------------------------------------------------------------------------
