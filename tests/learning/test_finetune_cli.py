@@ -321,6 +321,19 @@ def test_residual_sac_fills_its_demo_buffer_with_the_demos_as_residuals(base, tm
     assert wrong.returncode == 2 and "--demos fills residual-sac" in wrong.stderr
 
 
+def test_bench_residual_sac_learns_with_the_bases_own_demos_under_its_own_run_name(base, tmp_path):
+    common = ("bench", "finetune", "--base", str(base), "--method", "residual-sac", "--seeds", "1", "--steps", "48",
+              "--eval-every", "1000", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--json")
+    report = last_json(robot_rl(*common))["methods"]["residual-sac"]
+    assert report["demos"] == str(base.parent / "demos") and report["seeds_reported"] == 1
+    run = tmp_path / "pick_cube_residual-sac-demos_seed0"
+    assert read_metrics(run, "eval")[-1]["env_step"] >= 48
+    assert json.loads((run / "config.json").read_text())["demos"] == str(base.parent / "demos")
+    # Runs without the demos are another experiment: never reported as these.
+    plain = robot_rl(*common, "--no-residual-demos", "--report-only")
+    assert plain.returncode == 2 and "no finished runs" in plain.stderr and "pick_cube_residual-sac_seed<i>" in plain.stderr
+
+
 def test_residual_sac_resume_continues_the_distributed_run(base, tmp_path):
     args = ["finetune", "--base", str(base), "--method", "residual-sac", "--learning-starts", "20",
             "--eval-every", "1000", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--run", "r"]
