@@ -98,6 +98,28 @@ class MinMax(nn.Module):
         return x * self.half_range + self.mid
 
 
+_ONE_EXP_MIN_NUMEL = 16_384
+
+
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish, x · tanh(softplus(x)), with one exp: tanh(log(1 + e)) = n / (n + 2), n = e(e + 2).
+    Equal to torch's within 1e-5 and ≈ 2.5× faster on the CPU than torch's kernel (log1p, exp and
+    tanh per element), the largest cost of a batched DDIM sample: a batch-256 sample (DSRL-NA takes
+    two per update) 1.28× faster on one idle core (`robot-rl bench diffusion`).
+    Small tensors keep torch's kernel (there the six extra ops' dispatch costs more than the exps),
+    and so does training (autograd through six ops costs more than torch's fused backward)."""
+    if x.numel() < _ONE_EXP_MIN_NUMEL or x.requires_grad:
+        return F.mish(x)
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, n / (n + 2) is 1 in float32
+    n = e * (e + 2.0)
+    return x * (n / (n + 2.0))  # the ratio first: x · n overflows for huge x
+
+
+class _Mish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mish(x)
+
+
 class _Block(nn.Module):
     def __init__(self, hidden: int, cond_dim: int) -> None:
         super().__init__()
@@ -106,8 +128,8 @@ class _Block(nn.Module):
         self.cond = nn.Linear(cond_dim, hidden)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(F.mish(self.norm1(h))) + self.cond(cond)
-        return h + self.fc2(F.mish(self.norm2(x)))
+        x = self.fc1(mish(self.norm1(h))) + self.cond(cond)
+        return h + self.fc2(mish(self.norm2(x)))
 
 
 class Denoiser(nn.Module):
@@ -117,12 +139,12 @@ class Denoiser(nn.Module):
     def __init__(self, chunk_dim: int, feature_dim: int, cfg: DiffusionConfig) -> None:
         super().__init__()
         self.time_dim = cfg.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, 2 * cfg.time_dim), nn.Mish(),
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, 2 * cfg.time_dim), _Mish(),
                                       nn.Linear(2 * cfg.time_dim, cfg.time_dim))
         cond_dim = feature_dim + cfg.time_dim
         self.inp = nn.Linear(chunk_dim + cond_dim, cfg.hidden)
         self.blocks = nn.ModuleList(_Block(cfg.hidden, cond_dim) for _ in range(cfg.blocks))
-        self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Mish(), nn.Linear(cfg.hidden, chunk_dim))
+        self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), _Mish(), nn.Linear(cfg.hidden, chunk_dim))
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         half = self.time_dim // 2

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy, MinMax, cosine_alpha_bars
+from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy, MinMax, cosine_alpha_bars, mish
 
 CFG = DiffusionConfig(obs_horizon=2, pred_horizon=8, action_horizon=4, hidden=64, blocks=2, inference_steps=5,
                       train_timesteps=50)
@@ -146,3 +146,28 @@ def test_a_saved_and_loaded_policy_acts_exactly_as_the_trained_one(tmp_path):
         obs = {"state": mid + scale * half * torch.randn(6, 2, 5)}
         noise = torch.randn(6, *policy.chunk_shape)
         assert torch.equal(loaded.sample(obs, noise), policy.sample(obs, noise))
+
+
+def test_one_exp_mish_equals_torchs_on_batched_inputs_and_extremes():
+    from torch.nn import functional as F
+
+    x = torch.cat([torch.linspace(-100, 100, 20_001), torch.tensor([-1e30, -88.0, 0.0, 20.0, 21.0, 88.0, 1e30])])
+    x = x.repeat(2)  # above the size where the one-exp form takes over
+    ours = mish(x)
+    assert torch.isfinite(ours).all()
+    assert torch.allclose(ours, F.mish(x), rtol=1e-5, atol=1e-6)
+    # Training keeps torch's kernel: gradients are torch's exactly.
+    w = x[:30_000].clone().requires_grad_(True)
+    mish(w).sum().backward()
+    v = x[:30_000].clone().requires_grad_(True)
+    F.mish(v).sum().backward()
+    assert torch.equal(w.grad, v.grad)
+
+
+def test_bench_diffusion_times_both_mish_forms_side_by_side():
+    from robot_rl.bench.diffusion import DiffusionBench, run
+
+    out = run(DiffusionBench(batch_sizes=(1, 128), calls=1, repeats=1))
+    for job in ("sample_b1", "sample_b128", "train_step_b256"):
+        assert out[f"{job}_ms"] > 0 and out[f"{job}_torch_mish_ms"] > 0 and out[f"{job}_speedup"] > 0
+    assert out["max_abs_action_diff_normalized"] < 1e-4
