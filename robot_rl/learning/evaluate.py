@@ -129,6 +129,6 @@ def _evaluate_base(path: Path, cfg: EvalConfig) -> dict:
         step_s = env.unwrapped.task.step_s
     finally:
         env.close()
-    won = result["success_mean_steps"]
+    cycle = _cycle_time_s(result, step_s)
     return {"method": "diffusion-bc", "episodes": cfg.episodes, "success_rate": result["success_rate"],
-            "mean_steps": result["mean_steps"], "cycle_time_s": None if won is None else round(won * step_s, 3)}
+            "mean_steps": result["mean_steps"], "cycle_time_s": None if cycle is None else round(cycle, 3)}
