@@ -43,6 +43,8 @@ class LearningBench:
     """SAC settings of every run (the `robot-rl train` default)."""
     pretrain_updates: int = 0
     """Updates on the demos before the first env step (TrainConfig.pretrain_updates)."""
+    utd: float = 1.0
+    """Learner updates per env step (TrainConfig.utd)."""
     runs_dir: str = "runs/bench"
     reuse: bool = False
     """Keep finished runs (an evaluation at `steps` in runs_dir/<task>_<obs>_<intervention>_seed<i>)
@@ -97,6 +99,32 @@ def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wa
             "run_dir": str(run_dir)}
 
 
+def _settings(cfg: LearningBench) -> dict:
+    """What makes runs comparable: a finished run trained otherwise is not reported as this bench's."""
+    import json
+    from dataclasses import asdict
+
+    # through JSON, as config.json holds them (tuples become lists)
+    return json.loads(json.dumps({"utd": cfg.utd, "pretrain_updates": cfg.pretrain_updates,
+                                  "agent": asdict(cfg.agent)}))
+
+
+def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
+    import json
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    ran = json.loads(path.read_text())
+    want = _settings(cfg)
+    diff = [f"{k}: {ran[k]!r} (bench: {v!r})" for k, v in want.items() if k != "agent" and k in ran and ran[k] != v]
+    diff += [f"agent.{k}: {ran['agent'][k]!r} (bench: {v!r})" for k, v in want["agent"].items()
+             if k in ran.get("agent", {}) and ran["agent"][k] != v]
+    if diff:
+        raise ConfigError(f"{run_dir} was trained with other settings — {'; '.join(diff)}. Pass the same "
+                          f"options to report it, or a fresh --runs-dir to train these")
+
+
 def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
     """The summary of a run that evaluated at its budget, or None (missing or interrupted)."""
     from robot_rl.learning.runs import finished_run
@@ -105,6 +133,7 @@ def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
     done = finished_run(run_dir, cfg.steps)
     if done is None:
         return None
+    _check_settings(cfg, run_dir)
     lines, wall_min = done
     return _summary(cfg, seed, intervention, run_dir, wall_min, lines)
 
@@ -128,7 +157,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
     cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
                        runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent,
-                       demo_successes=cfg.demo_successes, pretrain_updates=cfg.pretrain_updates)
+                       demo_successes=cfg.demo_successes, pretrain_updates=cfg.pretrain_updates, utd=cfg.utd)
     t0 = time.monotonic()
     run_train(cmd)
     return _summary(cfg, seed, intervention, run_dir, round((time.monotonic() - t0) / 60, 1))
@@ -146,7 +175,9 @@ def run(cfg: LearningBench) -> dict:
         raise ConfigError(f"no finished runs of {cfg.steps} env steps in {cfg.runs_dir} "
                           f"(looked for {cfg.task}_{cfg.obs}_<intervention>_seed<i>): drop --report-only to train them")
     out: dict = {"bench": "learning", "task": cfg.task, "obs": cfg.obs, "demos": cfg.demos, "seeds": cfg.seeds,
-                 "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target}
+                 "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target, "utd": cfg.utd,
+                 "agent": {k: v for k, v in _settings(cfg)["agent"].items()
+                           if k in ("n_critics", "critic_subsample", "critic_updates_per_actor_update")}}
     for v in variants:
         rs = [r for r in results if r["intervention"] == v]
         steps = sorted({s for r in rs for s in r["evals"]})
