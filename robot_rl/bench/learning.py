@@ -61,8 +61,9 @@ def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -
     from robot_rl.teleop.record import RecordConfig
     from robot_rl.teleop.record import run as record
 
-    # v2: recorded since tcp_pose quaternions are sign-canonical (older demos disagree with the env)
-    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_v2"
+    # v2: tcp_pose quaternions sign-canonical (older demos disagree with the env); v3: start poses
+    # drawn independently of the object placement (v2's followed the cube)
+    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_v3"
     have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
     if have < n:
         record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,

@@ -44,6 +44,8 @@ from robot_rl.task_spec import TaskSpec
 log = logging.getLogger(__name__)
 
 _MODE_NAMES = {int(m): m.name.lower() for m in Mode}
+RESET_POSE_STREAM = 0x5E7
+"""Second word of the reset pose's seed (numpy SeedSequence entropy [seed, RESET_POSE_STREAM])."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,9 @@ class RobotService:
                 raise SafetyViolation(f"reset pose refused: {why}", code="outside_workspace")
             goal[3:] = rotations.quat_normalize(goal[3:])
         if msg.randomize:
-            rng = np.random.default_rng(seed)
+            # A stream of its own: the twin places its objects from default_rng(seed), and drawing
+            # the same numbers here made the start pose a fixed fraction of the object's offset.
+            rng = np.random.default_rng([seed, RESET_POSE_STREAM])
             goal[:3] += rng.uniform(-1, 1, 3) * np.asarray(spec.randomize_xyz_m)
             yaw = rng.uniform(-spec.randomize_yaw_rad, spec.randomize_yaw_rad) if spec.randomize_yaw_rad else 0.0
             goal[3:] = rotations.quat_normalize(rotations.quat_mul(rotations.rotvec_to_quat(np.array([0, 0, yaw])),

@@ -177,6 +177,23 @@ def test_reset_to_pose_and_refused_outside_box(client):
     assert err.value.code == "outside_workspace"
 
 
+def test_reset_pose_and_object_placement_are_independent(server, client):
+    """Both are seeded by the reset's seed, but from different streams: the start pose must not
+    follow the cube."""
+    spec = server.service.task.reset
+    tcp, cube = [], []
+    for seed in range(40):
+        obs = client.reset(seed=seed)
+        tcp.append(obs.state.pose_base_tcp[:2] - np.asarray(spec.pose[:2]))
+        cube.append(obs.state.privileged["cube_pose"][:2])
+    tcp, cube = np.array(tcp), np.array(cube)
+    assert np.all(np.abs(tcp) <= np.asarray(spec.randomize_xyz_m[:2]) + 0.003)
+    for axis in range(2):
+        assert tcp[:, axis].std() > 0.005 and cube[:, axis].std() > 0.01  # both randomized
+        assert abs(np.corrcoef(tcp[:, axis], cube[:, axis])[0, 1]) < 0.6  # was 1.0: the same draws
+    assert np.allclose(client.reset(seed=7).state.pose_base_tcp, client.reset(seed=7).state.pose_base_tcp, atol=1e-3)
+
+
 def test_pub_stream_carries_observations(server, client):
     monitor = BridgeMonitor(client.welcome.pub_address)
     obs = None
