@@ -63,13 +63,14 @@ class FinetuneBench:
 
 
 def ensure_base(cfg: FinetuneBench) -> Path:
-    from robot_rl.bench.learning import ensure_demos
+    from robot_rl.bench.learning import DEMOS_VERSION, ensure_demos
     from robot_rl.learning.train_bc import TrainBCConfig
     from robot_rl.learning.train_bc import run as train_bc
 
     if cfg.base is not None:
         return Path(cfg.base)
-    out = Path("runs/bc") / f"{cfg.task}_state_{cfg.demos}demos_h{cfg.bc.hidden}_s{cfg.bc.steps}.pt"
+    # named by the demos' version too: a base of older demos is not silently reused
+    out = Path("runs/bc") / f"{cfg.task}_state_{cfg.demos}demos_h{cfg.bc.hidden}_s{cfg.bc.steps}_{DEMOS_VERSION}.pt"
     if not out.exists():
         demos = ensure_demos(cfg.task, 20, images=False)
         train_bc(TrainBCConfig(demos=str(demos), task=cfg.task, episodes=cfg.demos, diffusion=cfg.bc,

@@ -58,15 +58,19 @@ class LearningBench:
     json: bool = False
 
 
+DEMOS_VERSION = "v3"
+"""Cache key of the bench's scripted demos. v2: tcp_pose quaternions sign-canonical (older demos
+disagree with the env); v3: start poses drawn independently of the object placement (v2's followed
+the cube)."""
+
+
 def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
     """A folder with `n` scripted demos of `task` (recorded on first use)."""
     from robot_rl.data.episodes import episode_paths
     from robot_rl.teleop.record import RecordConfig
     from robot_rl.teleop.record import run as record
 
-    # v2: tcp_pose quaternions sign-canonical (older demos disagree with the env); v3: start poses
-    # drawn independently of the object placement (v2's followed the cube)
-    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_v3"
+    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_{DEMOS_VERSION}"
     have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
     if have < n:
         record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
