@@ -64,13 +64,17 @@ disagree with the env); v3: start poses drawn independently of the object placem
 the cube)."""
 
 
+def _demos_dir(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
+    return Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_{DEMOS_VERSION}"
+
+
 def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
     """A folder with `n` scripted demos of `task` (recorded on first use)."""
     from robot_rl.data.episodes import episode_paths
     from robot_rl.teleop.record import RecordConfig
     from robot_rl.teleop.record import run as record
 
-    out = Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_{DEMOS_VERSION}"
+    out = _demos_dir(task, n, images=images, root=root)
     have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
     if have < n:
         record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
@@ -128,9 +132,12 @@ def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
     diff = [f"{k}: {ran[k]!r} (bench: {v!r})" for k, v in want.items() if k != "agent" and k in ran and ran[k] != v]
     diff += [f"agent.{k}: {ran['agent'][k]!r} (bench: {v!r})" for k, v in want["agent"].items()
              if k in ran.get("agent", {}) and ran["agent"][k] != v]
+    demos = _demos_dir(cfg.task, cfg.demos, images=cfg.obs == "pixels").name
+    if ran.get("demos") and Path(ran["demos"]).name != demos:  # older demos: an older twin
+        diff.append(f"demos: {Path(ran['demos']).name!r} (bench: {demos!r})")
     if diff:
-        raise ConfigError(f"{run_dir} was trained with other settings — {'; '.join(diff)}. Pass the same "
-                          f"options to report it, or a fresh --runs-dir to train these")
+        raise ConfigError(f"{run_dir} was trained with other settings — {'; '.join(diff)} — and is not "
+                          f"reported as this bench's: pass its options, or use a fresh --runs-dir")
 
 
 def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
