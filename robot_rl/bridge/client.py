@@ -51,6 +51,9 @@ class BridgeClient:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        # A DEALER with no ready peer blocks in send — for good when the server refuses our CurveZMQ
+        # handshake: bound it, as a reply is bounded.
+        self._sock.setsockopt(zmq.SNDTIMEO, int(max(timeout_s, connect_timeout_s) * 1e3))
         self._keys = keys_dir is not None
         if keys_dir is not None:
             make_curve_client(self._sock, ClientKeys.from_dir(Path(keys_dir)))
@@ -68,21 +71,26 @@ class BridgeClient:
 
     # ---- requests ------------------------------------------------------------------------------
 
+    def _hint(self) -> str:
+        keys = " or does it require CurveZMQ keys (--keys-dir)?" if not self._keys else \
+            " and are its keys the ones in your --keys-dir?"
+        return f"is `robot-rl serve` running there{keys}"
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
     def _request(self, msg: object, *, timeout_s: float, seq: int | None) -> object:
         t_send = time.monotonic_ns()
-        self._sock.send_multipart(P.encode(msg), copy=False)
+        try:
+            self._sock.send_multipart(P.encode(msg), copy=False)
+        except zmq.Again:
+            raise BridgeTimeout(f"could not send to {self.address}: no connection — {self._hint()}") from None
         deadline = t_send + int(timeout_s * 1e9)
         while True:
             remaining_ms = (deadline - time.monotonic_ns()) / 1e6
             if remaining_ms <= 0 or not self._sock.poll(max(1, int(remaining_ms)), zmq.POLLIN):
-                hint = " or does it require CurveZMQ keys (--keys-dir)?" if not self._keys else \
-                    " and are its keys the ones in your --keys-dir?"
-                raise BridgeTimeout(f"no reply from {self.address} in {timeout_s * 1e3:.0f} ms: "
-                                    f"is `robot-rl serve` running there{hint}")
+                raise BridgeTimeout(f"no reply from {self.address} in {timeout_s * 1e3:.0f} ms: {self._hint()}")
             reply = P.decode(self._sock.recv_multipart(copy=False))
             reply_seq = getattr(reply, "seq", -1)
             if seq is not None and reply_seq != seq and reply_seq != -1:
