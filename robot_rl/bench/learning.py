@@ -111,30 +111,26 @@ def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wa
             "run_dir": str(run_dir)}
 
 
-def _settings(cfg: LearningBench) -> dict:
-    """What makes runs comparable: a finished run trained otherwise is not reported as this bench's."""
+def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
+    """Refuse a finished run trained otherwise (utd, pretraining, agent, or older demos: an older
+    twin): it is not this bench's result."""
     import json
     from dataclasses import asdict
 
-    # through JSON, as config.json holds them (tuples become lists)
-    return json.loads(json.dumps({"utd": cfg.utd, "pretrain_updates": cfg.pretrain_updates,
-                                  "agent": asdict(cfg.agent)}))
-
-
-def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
-    import json
+    from robot_rl.learning.runs import config_diff, flatten_dict
 
     path = run_dir / "config.json"
     if not path.is_file():
         return
     ran = json.loads(path.read_text())
-    want = _settings(cfg)
-    diff = [f"{k}: {ran[k]!r} (bench: {v!r})" for k, v in want.items() if k != "agent" and k in ran and ran[k] != v]
-    diff += [f"agent.{k}: {ran['agent'][k]!r} (bench: {v!r})" for k, v in want["agent"].items()
-             if k in ran.get("agent", {}) and ran["agent"][k] != v]
-    demos = _demos_dir(cfg.task, cfg.demos, images=cfg.obs == "pixels").name
-    if ran.get("demos") and Path(ran["demos"]).name != demos:  # older demos: an older twin
-        diff.append(f"demos: {Path(ran['demos']).name!r} (bench: {demos!r})")
+    # through JSON, as config.json holds them (tuples become lists)
+    want = json.loads(json.dumps({"utd": cfg.utd, "pretrain_updates": cfg.pretrain_updates, "agent": asdict(cfg.agent),
+                                  "demos": _demos_dir(cfg.task, cfg.demos, images=cfg.obs == "pixels").name}))
+    if ran.get("demos"):
+        ran["demos"] = Path(ran["demos"]).name
+    # only the bench's fields, and only those the run recorded (an older version may lack some)
+    compared = set(flatten_dict(ran)) & set(flatten_dict(want))
+    diff = [f"{k}: {old!r} (bench: {new!r})" for k, (old, new) in config_diff(ran, want).items() if k in compared]
     if diff:
         raise ConfigError(f"{run_dir} was trained with other settings — {'; '.join(diff)} — and is not "
                           f"reported as this bench's: pass its options, or use a fresh --runs-dir")
@@ -191,8 +187,8 @@ def run(cfg: LearningBench) -> dict:
                           f"(looked for {cfg.task}_{cfg.obs}_<intervention>_seed<i>): drop --report-only to train them")
     out: dict = {"bench": "learning", "task": cfg.task, "obs": cfg.obs, "demos": cfg.demos, "seeds": cfg.seeds,
                  "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target, "utd": cfg.utd,
-                 "agent": {k: v for k, v in _settings(cfg)["agent"].items()
-                           if k in ("n_critics", "critic_subsample", "critic_updates_per_actor_update")}}
+                 "agent": {"n_critics": cfg.agent.n_critics, "critic_subsample": cfg.agent.critic_subsample,
+                           "critic_updates_per_actor_update": cfg.agent.critic_updates_per_actor_update}}
     for v in variants:
         rs = [r for r in results if r["intervention"] == v]
         steps = sorted({s for r in rs for s in r["evals"]})
