@@ -58,10 +58,10 @@ class LearningBench:
     json: bool = False
 
 
-DEMOS_VERSION = "v3"
+DEMOS_VERSION = "v4"
 """Cache key of the bench's scripted demos. v2: tcp_pose quaternions sign-canonical (older demos
 disagree with the env); v3: start poses drawn independently of the object placement (v2's followed
-the cube)."""
+the cube); v4: pick_cube's privileged state gained the cube relative to the TCP."""
 
 
 def _demos_dir(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:

@@ -21,7 +21,7 @@ from robot_rl.learning.config import (
     make_env,
 )
 from robot_rl.learning.policy import obs_batch, policy_action, run_episodes
-from robot_rl.learning.runs import latest_checkpoint_path
+from robot_rl.learning.runs import LATEST_FILE, latest_checkpoint_path
 from robot_rl.learning.train_bc import FORMAT as BC_FORMAT
 
 
@@ -45,6 +45,8 @@ class EvalConfig:
 
 def load_state(path: Path) -> tuple[dict, Path]:
     """(saved state, file) of a checkpoint file, or of the newest checkpoint of a run folder."""
+    if path.name == LATEST_FILE and path.is_file():  # checkpoints/latest: a pointer, not a checkpoint
+        path = path.parent.parent
     if path.is_dir():
         found = latest_checkpoint_path(path)
         if found is None:
@@ -90,7 +92,13 @@ def run(cfg: EvalConfig) -> dict:
     try:
         layout = layout_of(train_cfg, env)
         agent = make_agent(train_cfg, layout, action_dim_of(env))
-        agent.load_state_dict(state["agent"])
+        layout.check_matches(state.get("obs_layout"), what=f"checkpoint {path}")
+        try:
+            agent.load_state_dict(state["agent"])
+        except RuntimeError as exc:  # older checkpoints carry no layout: torch names only tensor shapes
+            raise ConfigError(f"checkpoint {path} does not fit the agent this env needs ({str(exc).splitlines()[-1].strip()}): "
+                              "the observation or action changed since it was trained. Retrain, or use the robot_rl "
+                              "version it was trained with.") from exc
         agent.eval()
         scaler = ActionScaler.of(env)
         step_s = getattr(getattr(env.unwrapped, "task", None), "step_s", None)

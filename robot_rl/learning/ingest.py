@@ -164,3 +164,12 @@ def check_demo_compatible(layout: ObsLayout, ep: Episode) -> None:
     for path, _ in layout.images:
         if "obs/" + "/".join(path) not in ep.arrays:
             raise ConfigError(f"demo {ep.path} has no {'/'.join(path)} images: record pixel demos without --no-images")
+    for path, size in layout.state:
+        arr = ep.arrays.get("obs/" + "/".join(path))
+        got = None if arr is None else int(np.prod(arr.shape[1:]))
+        if got != size:
+            found = "none" if got is None else f"{got} numbers"
+            raise ConfigError(f"demo {ep.path} does not match the env's observation: {'/'.join(path)} should have "
+                              f"{size} numbers per step, the demo has {found}. It was recorded with another task, "
+                              "--privileged setting or an older robot_rl (pick_cube's twin gained cube_from_tcp_m on "
+                              "2026-12-01): record the demos again with `robot-rl record`.")

@@ -136,6 +136,9 @@ class Learner:
                                  scale=self.cfg.agent.residual_scales(base.policy.action_dim))
 
     def _restore(self) -> None:
+        ckpt = load_latest_checkpoint(self.run_dir)
+        if ckpt is not None:  # before replaying steps, whose observations a changed env would not fit either
+            self.layout.check_matches(ckpt.get("obs_layout"), what=f"run {self.run_dir.path}")
         n = 0
         for frames in self.step_log.replay():
             msg = wire.decode(frames)
@@ -144,7 +147,6 @@ class Learner:
             n += 1
         self.ingest.flush()
         self.env_steps = self.received_seq + 1  # persisted steps and the lost ones between them
-        ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is not None:
             self.agent.load_state_dict(ckpt["agent"])
             for name, opt in self.opts.items():
@@ -296,7 +298,7 @@ class Learner:
         state = {"agent": self.agent.state_dict(), "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
                  "update": self.update_count, "weights_version": self.weights_version, "env_steps": self.env_steps,
                  "received_seq": self.received_seq, "sampler_rng": self.sampler.rng.bit_generator.state,
-                 "config": to_dict(self.cfg)}
+                 "config": to_dict(self.cfg), "obs_layout": self.layout.record()}
         save_checkpoint(self.run_dir, checkpoint_name(self.update_count), state)
 
     def run(self, actor_alive: Callable[[], bool] | None = None) -> dict:

@@ -81,6 +81,34 @@ class ObsLayout:
         return {path[-1]: np.asarray(_get(obs, path), dtype=np.uint8) for path, _ in self.images}
 
 
+    def record(self) -> dict[str, list]:
+        """Plain-data description saved in checkpoints: {"state": [[name, size], …], "images": [[name, [H, W, 3]], …]}."""
+        return {"state": [["/".join(path), int(size)] for path, size in self.state],
+                "images": [["/".join(path), [int(n) for n in shape]] for path, shape in self.images]}
+
+    def check_matches(self, saved: dict[str, list] | None, *, what: str) -> None:
+        """Raise ConfigError naming each observation part that differs from `saved` (a `record()`).
+
+        A checkpoint's weights only fit the observation they were trained on; without this, loading
+        into a changed env (a new twin feature, other cameras, other task) fails deep in torch with
+        tensor shapes and no names. `saved=None` (checkpoints written before 2026-12-01) checks nothing.
+        """
+        if saved is None:
+            return
+        diffs = []
+        for kind in ("state", "images"):
+            before = {name: (list(v) if isinstance(v, (list, tuple)) else v) for name, v in saved.get(kind, [])}
+            now = {name: (list(v) if isinstance(v, (list, tuple)) else v) for name, v in self.record()[kind]}
+            diffs += [f"{name} {before[name]} → {now[name]}" for name in before if name in now and before[name] != now[name]]
+            diffs += [f"{name} missing now" for name in before if name not in now]
+            diffs += [f"{name} new" for name in now if name not in before]
+        if diffs:
+            raise ConfigError(f"{what} was trained on another observation than this env gives ({'; '.join(diffs)}): "
+                              "the task, --obs/--privileged settings or robot_rl's observation changed since "
+                              "(e.g. pick_cube's twin gained cube_from_tcp_m on 2026-12-01). Retrain, or use the "
+                              "robot_rl version it was trained with.")
+
+
 def _get(obs: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         obs = obs[key]

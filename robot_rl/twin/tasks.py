@@ -1,13 +1,16 @@
 """Ground truth and physics randomization of the twin tasks (the `SceneHooks` of the control core).
 
 Each task places its objects at reset from a seed, and reports privileged vectors every tick:
-`success` (1.0 or 0.0), object poses, and safety trackers since the last scene reset
+`success` (1.0 or 0.0), object poses (absolute, and relative to the TCP where a policy needs
+the difference: robosuite's `gripper_to_cube_pos` habit), and safety trackers since the last scene reset
 (`peak_contact_force_n`, `tcp_min_m`, `tcp_max_m`) that tests and benchmarks read. Visual
 randomization (colours, lights) happens on the render side (`twin/camera.py`), since it does not
 touch physics.
 """
 
 from __future__ import annotations
+
+import math
 
 import mujoco
 import numpy as np
@@ -74,9 +77,15 @@ class TwinTask:
 
 
 class PickCubeTask(TwinTask):
-    """Lift the cube `lift_height_m` above the table."""
+    """Lift the cube `lift_height_m` above the table.
 
-    extra_sizes = (("cube_pose", 7),)
+    Privileged: `cube_pose` (xyz m, quat wxyz), `cube_from_tcp_m` (cube centre − TCP, base frame)
+    and `cube_yaw_from_tcp_rad` (cube yaw − tool yaw about base z, folded into [−π/4, π/4): the
+    cube looks the same every 90°). The relative pair spares a state policy from learning the
+    subtraction of two standardized absolute positions, where its centimetre errors came from.
+    """
+
+    extra_sizes = (("cube_pose", 7), ("cube_from_tcp_m", 3), ("cube_yaw_from_tcp_rad", 1))
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, arm: TwinArm, params: PickCubeParams) -> None:
         super().__init__(model, data, arm)
@@ -86,6 +95,7 @@ class PickCubeTask(TwinTask):
         self._dadr = model.jnt_dofadr[joint.id]
         geom = model.geom("cube")
         self._half = float(geom.size[2])
+        self._cube_body = model.body("cube").id
 
     def place_objects(self, rng: np.random.Generator) -> None:
         p = self.params
@@ -101,6 +111,11 @@ class PickCubeTask(TwinTask):
 
     def write_objects(self, out: dict[str, np.ndarray]) -> None:
         out["cube_pose"][:] = self.data.qpos[self._qadr:self._qadr + 7]
+        np.subtract(out["cube_pose"][:3], self.data.site_xpos[self._tcp], out=out["cube_from_tcp_m"])
+        # Yaw of each frame's x axis about base z, read off the rotation matrices (row-major 3×3).
+        cube_m, tool_m = self.data.xmat[self._cube_body], self.data.site_xmat[self._tcp]
+        rel = math.atan2(cube_m[3], cube_m[0]) - math.atan2(tool_m[3], tool_m[0])
+        out["cube_yaw_from_tcp_rad"][0] = (rel + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
 class PegInsertionTask(TwinTask):

@@ -118,6 +118,30 @@ def test_reflex_truncates_and_reset_clears_it():
     env.close()
 
 
+def test_cube_relative_to_tcp_follows_the_arm():
+    """The twin's relative features equal (cube − TCP) and the yaw error the expert aligns away."""
+    import math
+
+    from robot_rl.teleop.scripted import _wrap, _yaw_of, _yaw_of_cube
+
+    env = RobotEnv("pick_cube", in_process=True, image_obs=False, privileged_obs=True)
+    try:
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            rels = []
+            for t in range(6):
+                priv = obs["privileged"]
+                rel, yaw_rel = priv["cube_from_tcp_m"], float(priv["cube_yaw_from_tcp_rad"][0])
+                assert np.allclose(rel, priv["cube_pose"][:3] - obs["tcp_pose"][:3], atol=2e-4)
+                want = _wrap(_yaw_of_cube(priv["cube_pose"][3:]) - _yaw_of(obs["tcp_pose"][3:]), math.pi / 2)
+                assert abs(yaw_rel - want) < 2e-3 and -math.pi / 4 <= yaw_rel < math.pi / 4
+                rels.append(rel.copy())
+                obs, *_ = env.step(np.array([1.0, -1.0, 0.0, 0, 0, 0.5, 0]))  # +x, −y, yaw: cube − tcp moves the other way
+            assert rels[-1][0] < rels[0][0] - 0.015 and rels[-1][1] > rels[0][1] + 0.015
+    finally:
+        env.close()
+
+
 def test_vectorized_in_process_twins():
     envs = gym.make_vec("robot_rl/PickCube-v0", num_envs=2, vectorization_mode="async", in_process=True,
                         image_obs=False, privileged_obs=True)
