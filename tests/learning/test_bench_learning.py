@@ -39,9 +39,9 @@ def test_reuse_keeps_finished_seeds_and_report_only_trains_nothing(tmp_path):
     assert not (tmp_path / "out" / "pick_cube_state_none_seed2").exists()
 
     # runs trained with other settings are not passed off as this bench's
-    other = bench(tmp_path, "--seeds", "1", "--report-only", "--utd", "2", "--agent.n-critics", "4")
+    other = bench(tmp_path, "--seeds", "1", "--report-only", "--utd", "1", "--agent.n-critics", "4")
     assert other.returncode == 2
-    assert "utd: 1.0 (bench: 2.0)" in other.stderr and "agent.n_critics: 10 (bench: 4)" in other.stderr
+    assert "utd: 2.0 (bench: 1.0)" in other.stderr and "agent.n_critics: 10 (bench: 4)" in other.stderr
 
     empty = bench(tmp_path, "--report-only", "--runs-dir", "elsewhere")
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
