@@ -96,9 +96,9 @@ class ObsLayout:
         if saved is None:
             return
         diffs = []
+        record = self.record()
         for kind in ("state", "images"):
-            before = {name: (list(v) if isinstance(v, (list, tuple)) else v) for name, v in saved.get(kind, [])}
-            now = {name: (list(v) if isinstance(v, (list, tuple)) else v) for name, v in self.record()[kind]}
+            before, now = dict(saved.get(kind, [])), dict(record[kind])  # plain lists both: torch.load keeps them
             diffs += [f"{name} {before[name]} → {now[name]}" for name in before if name in now and before[name] != now[name]]
             diffs += [f"{name} missing now" for name in before if name not in now]
             diffs += [f"{name} new" for name in now if name not in before]
