@@ -51,9 +51,14 @@ class ObsEncoder(nn.Module):
         return self.encoders[camera]
 
     @torch.no_grad()
-    def set_state_normalization(self, states: torch.Tensor, *, min_std: float = 1e-3, clip: float = 10.0) -> None:
-        """Standardize state features with the mean and std of `states` (N, D); features that
-        barely vary (std < min_std, e.g. an unused dimension) are only centred."""
+    def set_state_normalization(self, states: torch.Tensor, *, min_std: float = 1e-2, clip: float = 10.0) -> None:
+        """Standardize state features with the mean and std of `states` (N, D); a feature whose std
+        is below `min_std` is scaled as if it varied by `min_std` (1 cm, 0.01 rad, 0.01 N).
+
+        Why the floor: a channel that was quiet in the data (a cube that never tilted in the demos,
+        the tool's roll, angular velocity) otherwise gets a scale of thousands and its first wobble
+        pins the input at ±clip — the policy then acts on values it never saw (with a 1e-3 floor,
+        pick_cube policies flew off once a missed grasp tipped the cube)."""
         self.state_mean.copy_(states.mean(0))
         self.state_inv_std.copy_(1.0 / states.std(0).clamp_min(min_std))
         self.state_clip = clip
