@@ -24,8 +24,8 @@ def test_varying_features_come_out_standardized():
 
 def test_a_channel_quiet_in_the_data_does_not_saturate_on_its_first_wobble():
     # pick_cube's demos never tilt the cube: its quaternion x varies by ~1e-4. A later 0.02 wobble
-    # must read as a couple of units, not pin the input at the clip (it read 200 σ → 10 with a
-    # 1e-3 floor and the policy flew off); a tipped cube (0.38) still saturates.
+    # must read as a couple of units, not pin the input at the clip (20 σ, clipped to 10, with the
+    # old 1e-3 floor); a tipped cube (0.38) still saturates.
     gen = torch.Generator().manual_seed(1)
     quiet = 1e-4 * torch.randn(2000, generator=gen)
     constant = torch.full((2000,), 0.7)
