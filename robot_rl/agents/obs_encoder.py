@@ -19,6 +19,10 @@ from robot_rl.agents.encoders import (
 )
 
 
+STATE_STD_FLOOR = 1e-2
+"""Smallest std a state feature is standardized by (1 cm, 0.01 rad, 0.01 N): see `set_state_normalization`."""
+
+
 class ObsEncoder(nn.Module):
     """Features (batch, feature_dim) = [state, encoder_1(camera_1), …, encoder_k(camera_k)].
 
@@ -51,7 +55,7 @@ class ObsEncoder(nn.Module):
         return self.encoders[camera]
 
     @torch.no_grad()
-    def set_state_normalization(self, states: torch.Tensor, *, min_std: float = 1e-2, clip: float = 10.0) -> None:
+    def set_state_normalization(self, states: torch.Tensor, *, min_std: float = STATE_STD_FLOOR, clip: float = 10.0) -> None:
         """Standardize state features with the mean and std of `states` (N, D); a feature whose std
         is below `min_std` is scaled as if it varied by `min_std` (1 cm, 0.01 rad, 0.01 N).
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robot_rl.agents.nets import mlp
+from robot_rl.agents.obs_encoder import STATE_STD_FLOOR
 from robot_rl.agents.sac_config import residual_scales
 from robot_rl.learning.obs import ObsLayout
 
@@ -154,7 +155,7 @@ def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConf
         with torch.no_grad():  # standardize with the first observations (the base action stays unscaled)
             first = torch.from_numpy(s)
             model.state_mean.copy_(first.mean(0))
-            model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(1e-2) if cfg.num_envs > 1
+            model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(STATE_STD_FLOOR) if cfg.num_envs > 1
                                       else torch.ones_like(first[0]))
     else:
         model.load_state_dict(restore["model"])
