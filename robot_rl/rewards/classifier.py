@@ -556,7 +556,7 @@ class CollectConfig:
     cameras: tuple[str, ...] | None = None
     """The task's cameras to record (default: all of them)."""
     near_miss_fraction: float = 0.3
-    random_fraction: float = 0.2
+    random_fraction: float = 0.3
 
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
@@ -571,7 +571,7 @@ EPISODE_KINDS = ("success", "near_miss", "random")
 
 
 def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int, *, seed: int = 0,
-                        expert_noise: float = 0.1, near_miss_fraction: float = 0.3, random_fraction: float = 0.2,
+                        expert_noise: float = 0.1, near_miss_fraction: float = 0.3, random_fraction: float = 0.3,
                         hold_steps: tuple[int, int] = (8, 20), release_probability: float = 0.6,
                         max_steps: int | None = None, cameras: Sequence[str] | None = None) -> dict[str, Any]:
     """Record twin episodes labeled by ground truth (per-step `success`) for classifier training.
@@ -582,8 +582,11 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
       opens and the object falls (negatives that look like the scene just after a success);
     - near_miss (pick_cube): the expert grasps, then hovers the cube 0.5–4 cm up — below the 5 cm
       success height — for `hold_steps`, then may release; other tasks: the expert stops part way;
-    - random: the expert for a random number of steps, then a smoothed random walk with random
-      gripper toggles, 30–60 steps in all (easy negatives, and the odd accidental lift).
+    - random: the expert for a random number of steps, then either a smoothed random walk with
+      random gripper toggles or (half of them) a fresh uniform action every step, as an untrained
+      policy acts, 30–60 steps in all. The second kind matters: gripper commands inside the hold
+      band (−0.5, 0.5) stop the fingers part way, and a classifier that never saw half-closed
+      fingers near the cube took them for a grasp (it fired at the start of 6 of 12 such episodes).
     Runs an in-process twin; ≈ 17 env steps/s with two 128 px cameras on 2 loaded cores
     (rendering dominates, so fewer or smaller cameras record faster).
 
@@ -658,6 +661,7 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
     hover_m = rng.uniform(0.005, 0.04) if kind == "near_miss" else rng.uniform(0.07, 0.15)
     rest_z = None
     walk = np.zeros(7)
+    jerky = kind == "random" and rng.random() < 0.5
     if kind == "random":  # mostly easy negatives: keep them from crowding out the rest
         max_steps = min(max_steps, int(rng.integers(30, 61)))
     for t in range(max_steps):
@@ -669,6 +673,8 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
         action = np.zeros(7)
         if phase == "expert":
             action = expert.act(obs, info)
+        elif phase == "random" and jerky:  # an untrained policy: every step new, the gripper stopped part way
+            action[:3], action[5], action[6] = rng.uniform(-1.0, 1.0, 3), rng.uniform(-0.3, 0.3), rng.uniform(-1.0, 1.0)
         elif phase == "random":
             walk = 0.7 * walk + 0.3 * rng.normal(0.0, 1.0, 7)
             action[:3], action[5] = walk[:3], 0.3 * walk[5]

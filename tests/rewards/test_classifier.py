@@ -280,6 +280,22 @@ def test_short_training_on_twin_frames_beats_chance(tmp_path):
     assert load_classifier(tmp_path / "c.pt").threshold == report["threshold"]
 
 
+def test_random_episodes_include_an_untrained_policys_half_closed_gripper(tmp_path):
+    # A policy fresh from initialization sends gripper commands inside the hold band (−0.5, 0.5),
+    # stopping the fingers part way; a classifier that never saw that near the cube fired on it.
+    from robot_rl.data.episodes import iter_episodes
+
+    task = dataclasses.replace(load_task("pick_cube"), cameras=(CameraSpec("front", 32, 32),))
+    collect_twin_frames(task, tmp_path / "data", 4, seed=0, near_miss_fraction=0.0, random_fraction=1.0)
+    episodes = list(iter_episodes(tmp_path / "data"))
+    assert len(episodes) == 4 and all(e.meta["kind"] == "random" for e in episodes)
+    in_band = [float(np.mean(np.abs(e.arrays["action"][:, 6]) < 0.5)) for e in episodes]
+    assert max(in_band) > 0.15, in_band  # uniform commands: half of the random steps
+    widths = np.concatenate([e.observation("gripper_width")[:, 0] for e in episodes])
+    top = float(widths.max())
+    assert np.any((widths > 0.2 * top) & (widths < 0.8 * top)), "no half-closed fingers recorded"
+
+
 def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tmp_path):
     from robot_rl.learning.config import TrainConfig, layout_of, make_env
     from robot_rl.learning.policy import success_of
