@@ -203,8 +203,8 @@ def run(cfg: LearningBench) -> dict:
         out[f"{key}intervention_steps"] = [r["intervention_steps"] for r in rs]
     png = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_success.png"
     # Evaluations run at the episode end past each multiple of eval_every, a few steps apart
-    # across seeds: interpolate rather than keep only the env_steps every seed shares.
-    plot_success([Path(r["run_dir"]) for r in results], png, align="interpolate",
+    # across seeds: count each at its multiple (interpolating drops seeds evaluated only once).
+    plot_success([Path(r["run_dir"]) for r in results], png, align="snap",
                  labels=tuple(f"{cfg.obs}, interventions: {r['intervention']}" for r in results))
     out["plot"] = str(png)
     walls = [r["wall_min"] for r in results if r["wall_min"] is not None]

@@ -26,6 +26,11 @@ Alignment of seeds (which env_steps a point uses):
 - `align="interpolate"`: for runs that evaluate at irregular env_steps (e.g. at episode ends on
   a robot). At every env_step any seed evaluated, each seed whose eval range covers it
   contributes its linearly interpolated success rate (never extrapolated); `min_seeds` as above.
+- `align="snap"`: for runs of `robot-rl train`, which evaluate when the episode that crosses a
+  multiple of `eval_every` ends, a few env steps past it and different per seed: each evaluation
+  counts at that multiple (the run's config.json `eval_every`), then as "common". Unlike
+  interpolation it also lines up runs with a single evaluation (stopped early, or short budgets).
+  A run without `eval_every` in its config keeps its exact env_steps (with a warning).
 
 A run that logs several eval lines at one env_step (a resume re-evaluates steps past its
 checkpoint) counts the last one. Seeds with no eval line are left out with a warning.
@@ -50,6 +55,8 @@ from robot_rl.learning.runs import CONFIG_FILE, flatten_dict, read_metrics
 
 log = logging.getLogger(__name__)
 
+ALIGNS = ("common", "interpolate", "snap")
+
 _SEED_SUFFIX = re.compile(r"[_-](?:seed|s)_?\d+$", re.IGNORECASE)
 
 
@@ -67,8 +74,9 @@ class PlotConfig:
     """One curve label per run, in the order of runs; overrides label_by."""
     ignore_keys: tuple[str, ...] = ("seed", "name", "resume")
     """label_by="config": config fields (names at any depth) that do not split groups."""
-    align: Literal["common", "interpolate"] = "common"
-    """Seed alignment: exact shared eval env_steps, or linear interpolation (module docstring)."""
+    align: Literal["common", "interpolate", "snap"] = "common"
+    """Seed alignment: exact shared eval env_steps, linear interpolation, or each eval at the
+    multiple of the run's eval_every that triggered it (module docstring)."""
     min_seeds: int | None = None
     """Seeds a point needs to be drawn; default: every seed of its group that has eval lines."""
     n_resamples: int = 2000
@@ -91,8 +99,8 @@ class PlotConfig:
                               f"{len(self.runs)} runs")
         if self.label_by not in ("name", "config"):
             raise ConfigError(f"label_by must be 'name' or 'config', got {self.label_by!r}")
-        if self.align not in ("common", "interpolate"):
-            raise ConfigError(f"align must be 'common' or 'interpolate', got {self.align!r}")
+        if self.align not in ALIGNS:
+            raise ConfigError(f"align must be one of {ALIGNS}, got {self.align!r}")
         if self.min_seeds is not None and self.min_seeds < 1:
             raise ConfigError(f"min_seeds must be ≥ 1 or None (all seeds), got {self.min_seeds}")
         if self.n_resamples < 100:
@@ -217,17 +225,33 @@ def _config_labels(paths: list[Path], ignore: tuple[str, ...]) -> list[str]:
     return [names[k] for k in keys]
 
 
-def _eval_series(run: Path) -> dict[int, float]:
+def _eval_every(run: Path) -> int | None:
+    """The run's evaluation period in env steps (config.json `eval_every`, at any depth), or None."""
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        return None
+    value = next((v for k, v in flatten_dict(json.loads(path.read_text())).items()
+                  if k.split(".")[-1] == "eval_every"), None)
+    return int(value) if isinstance(value, (int, float)) and value >= 1 else None
+
+
+def _eval_series(run: Path, *, snap: bool = False) -> dict[int, float]:
+    every = _eval_every(run) if snap else None
+    if snap and every is None:
+        log.warning("%s: no eval_every in its %s: its evaluations keep their exact env_steps", run, CONFIG_FILE)
     series: dict[int, float] = {}
     for line in read_metrics(run, kind="eval"):
         if line.get("success_rate") is not None:
-            series[int(line["env_step"])] = float(line["success_rate"])  # later lines win (resumes)
+            step = int(line["env_step"])
+            if every is not None and step >= every:  # an evaluation before the first multiple (0) stays
+                step -= step % every
+            series[step] = float(line["success_rate"])  # later lines win (resumes)
     return dict(sorted(series.items()))
 
 
-def success_curves(groups: Mapping[str, Sequence[Path]], *, align: Literal["common", "interpolate"] = "common",
-                   min_seeds: int | None = None, confidence: float = 0.95, n_resamples: int = 2000,
-                   seed: int = 0) -> dict[str, list[CurvePoint]]:
+def success_curves(groups: Mapping[str, Sequence[Path]], *,
+                   align: Literal["common", "interpolate", "snap"] = "common", min_seeds: int | None = None,
+                   confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> dict[str, list[CurvePoint]]:
     """Curve label -> points (env_step, IQM, lo, hi, n_seeds) of eval success rate, by env_step.
 
     Raises:
@@ -237,7 +261,7 @@ def success_curves(groups: Mapping[str, Sequence[Path]], *, align: Literal["comm
     for label, runs in groups.items():
         series = []
         for run in runs:
-            s = _eval_series(Path(run))
+            s = _eval_series(Path(run), snap=align == "snap")
             if s:
                 series.append(s)
             else:
@@ -261,7 +285,7 @@ def success_curves(groups: Mapping[str, Sequence[Path]], *, align: Literal["comm
 
 
 def _values_at(series: list[dict[int, float]], step: int, align: str) -> list[float]:
-    if align == "common":
+    if align in ("common", "snap"):  # snapped series are keyed by their multiples already
         return [s[step] for s in series if step in s]
     if align == "interpolate":
         out = []
@@ -270,7 +294,7 @@ def _values_at(series: list[dict[int, float]], step: int, align: str) -> list[fl
             if steps[0] <= step <= steps[-1]:
                 out.append(float(np.interp(step, steps, list(s.values()))))
         return out
-    raise ConfigError(f"align must be 'common' or 'interpolate', got {align!r}")
+    raise ConfigError(f"align must be one of {ALIGNS}, got {align!r}")
 
 
 _LOG_AXIS_SPAN = 5.0
@@ -327,8 +351,12 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
         steps = [p.env_step for p in points]
         (line,) = ax.plot(steps, [p.iqm for p in points], marker="o" if len(points) < 30 else None, markersize=3,
                           label=f"{label} ({_seeds(max(p.n_seeds for p in points))})")
-        ax.fill_between(steps, [p.lo for p in points], [p.hi for p in points], color=line.get_color(), alpha=0.2,
-                        linewidth=0)
+        if len(points) == 1:  # a band needs two x values: show the interval as an error bar
+            p = points[0]
+            ax.errorbar(steps, [p.iqm], yerr=[[p.iqm - p.lo], [p.hi - p.iqm]], color=line.get_color(), capsize=4)
+        else:
+            ax.fill_between(steps, [p.lo for p in points], [p.hi for p in points], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
     for label, value in (references or {}).items():
         ax.axhline(value, color="0.4", linestyle="--", linewidth=1.0, label=f"{label} ({value:.2f})")
     scale, linthresh = x_axis_scale(table, x_scale)
@@ -356,7 +384,7 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
 
 def plot_success(runs: Sequence[str | Path], out_png: str | Path, *, label_by: Literal["name", "config"] = "name",
                  labels: Sequence[str] | None = None, ignore_keys: Sequence[str] = ("seed", "name", "resume"),
-                 align: Literal["common", "interpolate"] = "common", min_seeds: int | None = None,
+                 align: Literal["common", "interpolate", "snap"] = "common", min_seeds: int | None = None,
                  confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
                  title: str | None = None, references: Mapping[str, float] | None = None,
                  x_scale: Literal["auto", "linear", "log"] = "auto") -> dict[str, list[CurvePoint]]:

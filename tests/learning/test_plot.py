@@ -137,6 +137,25 @@ def test_interpolated_alignment_for_irregular_eval_steps(tmp_path):
     assert points[10].n_seeds == 2
 
 
+def test_snapped_alignment_counts_each_eval_at_the_multiple_that_triggered_it(tmp_path, caplog):
+    # robot-rl train evaluates when the episode crossing a multiple of eval_every ends: seeds a few
+    # steps apart, and runs stopped after one evaluation, which interpolation cannot line up.
+    runs = [make_run(tmp_path, "a_seed0", {0: 0.0, 5030: 0.98}, config={"eval_every": 5000}),
+            make_run(tmp_path, "a_seed1", {5022: 1.0, 10040: 1.0}, config={"train": {"eval_every": 5000}}),
+            make_run(tmp_path, "a_seed2", {5050: 0.92}, config={"eval_every": 5000})]
+    with pytest.raises(ConfigError, match="nothing to plot"):  # no env_step inside all three eval ranges
+        success_curves({"a": runs}, align="interpolate", n_resamples=FAST_RESAMPLES)
+    points = success_curves({"a": runs}, align="snap", n_resamples=FAST_RESAMPLES)["a"]
+    assert [(p.env_step, p.n_seeds) for p in points] == [(5000, 3)]
+    assert points[0].iqm == pytest.approx((0.98 + 1.0 + 0.92) / 3)
+    no_config = make_run(tmp_path, "b_seed0", {5030: 0.5})
+    assert [p.env_step for p in success_curves({"b": [no_config]}, align="snap",
+                                               n_resamples=FAST_RESAMPLES)["b"]] == [5030]
+    assert "no eval_every" in caplog.text
+    with pytest.raises(ConfigError, match="align must be one of"):
+        PlotConfig(runs=("x",), align="nearest")
+
+
 def test_the_last_eval_at_an_env_step_wins_and_empty_seeds_are_left_out(tmp_path, caplog):
     run_a = make_run(tmp_path, "a_seed0", {0: 0.0, 100: 0.2})
     with MetricsWriter(run_a, tensorboard=False) as mw:  # resumed from env_step 0: 100 evaluated again
