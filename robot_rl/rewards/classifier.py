@@ -580,8 +580,9 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
     - success: the noisy scripted expert until the twin reports success, then `hold_steps` of
       wandering with the object held (positives), then with `release_probability` the gripper
       opens and the object falls (negatives that look like the scene just after a success);
-    - near_miss (pick_cube): the expert grasps, then hovers the cube 0.5–4 cm up — below the 5 cm
-      success height — for `hold_steps`, then may release; other tasks: the expert stops part way;
+    - near_miss (pick_cube): the expert grasps, then hovers the cube 0.5 cm to 2 mm short of the
+      success height (5 cm; half of them in its last 1.5 cm) for `hold_steps`, then may release;
+      other tasks: the expert stops part way;
     - random: the expert for a random number of steps, then either a smoothed random walk with
       random gripper toggles or (half of them) a fresh uniform action every step, as an untrained
       policy acts, 30–60 steps in all. The second kind matters: gripper commands inside the hold
@@ -657,8 +658,15 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
     phase = "expert"
     switch_at = int(rng.integers(0, 45)) if kind == "random" else int(rng.integers(15, 40))
     left = int(rng.integers(hold_steps[0], hold_steps[1] + 1))
-    # Cube heights above its rest height [m]: success needs ≥ 5 cm lift (+ a few mm of grasp slack).
-    hover_m = rng.uniform(0.005, 0.04) if kind == "near_miss" else rng.uniform(0.07, 0.15)
+    # Cube heights above its rest height [m]; success needs the lift height (pick_cube: 5 cm). Half
+    # of the near misses hover within 1.5 cm below it: without them the classifier never saw
+    # 4–5 cm, and a policy rewarded by it learned to stop there (it fired at 3.6–4.9 cm lifts).
+    lift_m = env.task.twin.pick_cube.lift_height_m if cube and env.task.twin else 0.05
+    if kind == "near_miss":
+        hover_m = rng.uniform(0.005, lift_m - 0.015) if rng.random() < 0.5 else rng.uniform(lift_m - 0.015,
+                                                                                              lift_m - 0.002)
+    else:
+        hover_m = rng.uniform(lift_m + 0.02, lift_m + 0.10)
     rest_z = None
     walk = np.zeros(7)
     jerky = kind == "random" and rng.random() < 0.5
@@ -695,7 +703,7 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
         if phase == "expert" and kind == "success" and info["success"]:
             phase, rest_z = "hold", None
             if cube:  # hold relative to the table, not to where success first registered
-                rest_z = float(info["privileged"]["cube_pose"][2]) - 0.05
+                rest_z = float(info["privileged"]["cube_pose"][2]) - lift_m
         elif phase == "hold":
             left -= 1
             if left <= 0:

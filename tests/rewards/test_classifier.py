@@ -296,6 +296,25 @@ def test_random_episodes_include_an_untrained_policys_half_closed_gripper(tmp_pa
     assert np.any((widths > 0.2 * top) & (widths < 0.8 * top)), "no half-closed fingers recorded"
 
 
+def test_near_misses_reach_just_below_the_success_height(tmp_path):
+    # A policy rewarded by a classifier that never saw 4–5 cm lifts learned to stop there.
+    from robot_rl.data.episodes import iter_episodes
+
+    task = dataclasses.replace(load_task("pick_cube"), cameras=(CameraSpec("front", 32, 32),))
+    lift_m = task.twin.pick_cube.lift_height_m
+    collect_twin_frames(task, tmp_path / "data", 8, seed=0, near_miss_fraction=1.0, random_fraction=0.0,
+                        hold_steps=(12, 12), release_probability=0.0)
+    episodes = list(iter_episodes(tmp_path / "data"))
+    assert all(e.meta["kind"] == "near_miss" for e in episodes)
+    peaks = []
+    for e in episodes:
+        z = e.observation("privileged/cube_pose")[:, 2]
+        peaks.append(float(z.max() - z[0]))
+        assert not e.arrays["success"].any()
+    assert max(peaks) > lift_m - 0.008, peaks  # the last centimetre below success is covered (old: ≤ 4 cm asked)
+    assert min(peaks) < lift_m - 0.015, peaks  # and lower hovers still are
+
+
 def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tmp_path):
     from robot_rl.learning.config import TrainConfig, layout_of, make_env
     from robot_rl.learning.policy import success_of
