@@ -663,10 +663,11 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
     # 4–5 cm, and a policy rewarded by it learned to stop there (it fired at 3.6–4.9 cm lifts).
     lift_m = env.task.twin.pick_cube.lift_height_m if cube and env.task.twin else 0.05
     if kind == "near_miss":
-        hover_m = rng.uniform(0.005, lift_m - 0.015) if rng.random() < 0.5 else rng.uniform(lift_m - 0.015,
-                                                                                              lift_m - 0.002)
+        band_m = 0.015
+        low_m, high_m = (0.005, lift_m - band_m) if rng.random() < 0.5 else (lift_m - band_m, lift_m - 0.002)
     else:
-        hover_m = rng.uniform(lift_m + 0.02, lift_m + 0.10)
+        low_m, high_m = lift_m + 0.02, lift_m + 0.10
+    hover_m = rng.uniform(low_m, high_m)
     rest_z = None
     walk = np.zeros(7)
     jerky = kind == "random" and rng.random() < 0.5
