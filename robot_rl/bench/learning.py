@@ -92,7 +92,9 @@ def _steps_to(evals: list[dict], target: float) -> int | None:
 
 
 def _eval_point(env_step: int, cfg: LearningBench) -> int:
-    return min(cfg.steps, (env_step // cfg.eval_every) * cfg.eval_every) if env_step >= cfg.eval_every else env_step
+    from robot_rl.learning.runs import eval_point
+
+    return min(cfg.steps, eval_point(env_step, cfg.eval_every))
 
 
 def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None,

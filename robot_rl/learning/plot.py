@@ -51,7 +51,7 @@ import numpy as np
 import tyro
 
 from robot_rl.errors import ConfigError
-from robot_rl.learning.runs import CONFIG_FILE, flatten_dict, read_metrics
+from robot_rl.learning.runs import CONFIG_FILE, eval_point, flatten_dict, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,7 @@ def _eval_series(run: Path, *, snap: bool = False) -> dict[int, float]:
     series: dict[int, float] = {}
     for line in read_metrics(run, kind="eval"):
         if line.get("success_rate") is not None:
-            step = int(line["env_step"])
-            if every is not None and step >= every:  # an evaluation before the first multiple (0) stays
-                step -= step % every
+            step = int(line["env_step"]) if every is None else eval_point(int(line["env_step"]), every)
             series[step] = float(line["success_rate"])  # later lines win (resumes)
     return dict(sorted(series.items()))
 

@@ -569,6 +569,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def eval_point(env_step: int, eval_every: int) -> int:
+    """The multiple of `eval_every` whose crossing triggered an evaluation logged at `env_step`
+    (`robot-rl train` evaluates when that episode ends, a few steps past it); steps before the
+    first multiple (an evaluation at 0) stay as they are."""
+    return env_step - env_step % eval_every if env_step >= eval_every else env_step
+
+
 def finished_run(run_dir: str | Path, budget: int) -> tuple[list[dict[str, Any]], float | None] | None:
     """(metrics lines, wall minutes of the learner's clock) of a run with an evaluation at `budget`
     env steps or later, or None (missing or interrupted) — what benchmarks reuse instead of retraining.

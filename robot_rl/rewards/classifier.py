@@ -661,7 +661,7 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
     # Cube heights above its rest height [m]; success needs the lift height (pick_cube: 5 cm). Half
     # of the near misses hover within 1.5 cm below it: without them the classifier never saw
     # 4–5 cm, and a policy rewarded by it learned to stop there (it fired at 3.6–4.9 cm lifts).
-    lift_m = env.task.twin.pick_cube.lift_height_m if cube and env.task.twin else 0.05
+    lift_m = env.task.twin.pick_cube.lift_height_m  # collect_twin_frames refuses tasks without a twin
     if kind == "near_miss":
         band_m = 0.015
         low_m, high_m = (0.005, lift_m - band_m) if rng.random() < 0.5 else (lift_m - band_m, lift_m - 0.002)
