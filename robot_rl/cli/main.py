@@ -90,6 +90,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                        "Record twin episodes labeled by ground truth for a success classifier."),
     "train-classifier": ("robot_rl.rewards.classifier:ClassifierConfig", "robot_rl.rewards.classifier:run",
                          "Train a success classifier on recorded frames; reports held-out accuracy, FPR, FNR."),
+    "eval-classifier": ("robot_rl.rewards.classifier:ClassifierEvalConfig",
+                        "robot_rl.rewards.classifier:evaluate_classifier",
+                        "Score a success classifier on other recordings: FPR, FNR, false successes per episode kind."),
     "train-bc": ("robot_rl.learning.train_bc:TrainBCConfig", "robot_rl.learning.train_bc:run",
                  "Train a diffusion BC policy on recorded episodes (a base for robot-rl finetune)."),
     "finetune": ("robot_rl.finetune.run:FinetuneConfig", "robot_rl.finetune.run:run",
@@ -103,7 +106,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tasks": ("robot_rl.cli.main:TasksConfig", "robot_rl.cli.main:run_tasks",
               "List the task specs in tasks/ (or print one with --name)."),
 }
-PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier", "train-bc", "finetune"}
+PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier", "eval-classifier",
+                 "train-bc", "finetune"}
 """Runners that return a summary dict, printed as one JSON line."""
 
 

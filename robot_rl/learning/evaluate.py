@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 from robot_rl.config import from_dict
@@ -71,6 +75,47 @@ def load_agent(path: Path):
     return state, from_dict(TrainConfig, state["config"], where="checkpoint config")
 
 
+def agent_policy(state: dict, cfg: TrainConfig, env: gym.Env, *, deterministic: bool, seed: int | None = None,
+                 where: str = "checkpoint") -> Callable[[Any], np.ndarray]:
+    """obs → env action of the agent a `robot-rl train` checkpoint holds, acting in `env`.
+
+    The observation layout `env` gives this agent must be the one it was trained on (ConfigError
+    naming the difference otherwise). Stochastic actions (deterministic=False) draw from a
+    generator seeded with `seed`, so a recording can be replayed.
+    """
+    layout = layout_of(cfg, env)
+    agent = make_agent(cfg, layout, action_dim_of(env))
+    layout.check_matches(state.get("obs_layout"), what=where)
+    try:
+        agent.load_state_dict(state["agent"])
+    except RuntimeError as exc:  # older checkpoints carry no layout: torch names only tensor shapes
+        raise ConfigError(f"{where} does not fit the agent this env needs ({str(exc).splitlines()[-1].strip()}): "
+                          "the observation or action changed since it was trained. Retrain, or use the robot_rl "
+                          "version it was trained with.") from exc
+    agent.eval()
+    scaler = ActionScaler.of(env)
+    generator = None if deterministic else torch.Generator().manual_seed(0 if seed is None else seed)
+    return lambda obs: scaler.to_env(policy_action(agent, obs_batch(layout, obs), deterministic=deterministic,
+                                                   generator=generator))
+
+
+def checkpoint_policy(path: str | Path, env: gym.Env, task: str, *, deterministic: bool = False,
+                      seed: int | None = None) -> Callable[[Any], np.ndarray]:
+    """`agent_policy` of a run folder's newest checkpoint (or a checkpoint file) of `robot-rl train`
+    on `task`, e.g. to record the policy's own episodes for a classifier (collect-frames --policy)."""
+    state, file = load_state(Path(path))
+    from robot_rl.finetune.evaluate import is_finetune_state  # lazy: finetune builds on learning
+
+    if state.get("format") == BC_FORMAT or is_finetune_state(state):
+        raise ConfigError(f"{file} is a diffusion BC base or a finetune run: give a `robot-rl train` run")
+    cfg = from_dict(TrainConfig, state["config"], where=f"checkpoint {file}")
+    if cfg.env is not None or cfg.task != task:
+        raise ConfigError(f"{file} was trained on {cfg.env or cfg.task!r}, not on task {task!r}")
+    if cfg.base is not None:
+        raise ConfigError(f"{file} is a residual run over base {cfg.base}: record with the base's own env instead")
+    return agent_policy(state, cfg, env, deterministic=deterministic, seed=seed, where=f"checkpoint {file}")
+
+
 def run(cfg: EvalConfig) -> dict:
     state, path = load_state(Path(cfg.checkpoint))
     t0 = time.perf_counter()
@@ -90,22 +135,11 @@ def run(cfg: EvalConfig) -> dict:
     train_cfg = replace(train_cfg, env_kwargs=json.dumps(kwargs), eval_episodes=cfg.episodes)
     env = make_env(train_cfg)
     try:
-        layout = layout_of(train_cfg, env)
-        agent = make_agent(train_cfg, layout, action_dim_of(env))
-        layout.check_matches(state.get("obs_layout"), what=f"checkpoint {path}")
-        try:
-            agent.load_state_dict(state["agent"])
-        except RuntimeError as exc:  # older checkpoints carry no layout: torch names only tensor shapes
-            raise ConfigError(f"checkpoint {path} does not fit the agent this env needs ({str(exc).splitlines()[-1].strip()}): "
-                              "the observation or action changed since it was trained. Retrain, or use the robot_rl "
-                              "version it was trained with.") from exc
-        agent.eval()
-        scaler = ActionScaler.of(env)
+        act = agent_policy(state, train_cfg, env, deterministic=not cfg.stochastic, seed=cfg.seed,
+                           where=f"checkpoint {path}")
         step_s = getattr(getattr(env.unwrapped, "task", None), "step_s", None)
         t0 = time.perf_counter()
-        result = run_episodes(env, lambda obs: scaler.to_env(policy_action(agent, obs_batch(layout, obs),
-                                                                           deterministic=not cfg.stochastic)),
-                              cfg.episodes, cfg.seed)
+        result = run_episodes(env, act, cfg.episodes, cfg.seed)
     finally:
         env.close()
     return {"checkpoint": str(cfg.checkpoint), "update": int(state["update"]), "episodes": cfg.episodes,

@@ -53,9 +53,12 @@ class ClassifierConfig:
     """Checkpoint path (written atomically; parent folders created)."""
     cameras: tuple[str, ...] | None = None
     """Cameras to classify from; None: every camera of the first episode."""
-    image_hw: tuple[int, int] = (64, 64)
-    """Height and width the classifier sees; frames are area-resized to this on load and at run time."""
-    encoder: EncoderConfig = EncoderConfig(name="small_cnn", image_hw=(64, 64), out_dim=64)
+    image_hw: tuple[int, int] = (128, 128)
+    """Height and width the classifier sees; frames are area-resized to this on load and at run time.
+    On pick_cube's twin frames a 5 cm lift spans a few pixels of the front camera: at 64 px a
+    classifier read the arm's height instead and paid a trained policy's lifts 1–2 steps early in 17
+    of 30 episodes; at 128 px in 4 (training takes ≈ 4× longer, ≈ 11 min for 7.5k frames)."""
+    encoder: EncoderConfig = EncoderConfig(name="small_cnn", image_hw=(128, 128), out_dim=64)
     """Per-camera encoder. Its image_hw is replaced by `image_hw`. Pretrained option:
     EncoderConfig(name="mobilenet_v2", frozen=True, pretrained=True, pool="avg")."""
     hidden: int = 128
@@ -67,8 +70,8 @@ class ClassifierConfig:
     """Fraction of episodes (not frames: consecutive frames are near-duplicates) held out."""
     augment: bool = True
     """Random shift and mild brightness/contrast jitter on training frames."""
-    shift_px: int = 3
-    """Largest random shift in pixels at `image_hw` (DrQ uses 4 at 84 px)."""
+    shift_px: int | None = None
+    """Largest random shift in pixels at `image_hw`; None: 3 per 64 px (DrQ uses 4 at 84 px)."""
     jitter: float = 0.1
     """Brightness and contrast jitter: each scaled or offset by up to ±jitter (of full range)."""
     target_fpr: float = 0.01
@@ -100,6 +103,8 @@ class ClassifierConfig:
             raise ConfigError(f"lr must be in (0, 1), got {self.lr}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ConfigError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        if self.shift_px is None:
+            object.__setattr__(self, "shift_px", max(1, round(min(self.image_hw) * 3 / 64)))
         if not 0 <= self.shift_px <= min(self.image_hw) // 4:
             raise ConfigError(f"shift_px must be in [0, {min(self.image_hw) // 4}] at image_hw {self.image_hw}, "
                               f"got {self.shift_px}")
@@ -218,6 +223,8 @@ class FrameSet:
     episode: np.ndarray
     episode_names: tuple[str, ...]
     has_positive: np.ndarray
+    episode_kinds: tuple[str | None, ...] = ()
+    """meta["kind"] of each episode (collect-frames' success / near_miss / random / policy), None if unset."""
 
 
 def load_frames(folders: Sequence[str], cameras: Sequence[str] | None, image_hw: tuple[int, int], *,
@@ -231,7 +238,7 @@ def load_frames(folders: Sequence[str], cameras: Sequence[str] | None, image_hw:
     if len(set(tasks.values())) > 1:
         raise ConfigError(f"data folders hold different tasks {tasks}: train one classifier per task")
     images: dict[str, list[torch.Tensor]] = {}
-    labels, episode, names, has_positive = [], [], [], []
+    labels, episode, names, has_positive, kinds = [], [], [], [], []
     for folder in folders:
         for ep in iter_episodes(folder):
             recorded = sorted(k[len("obs/images/"):] for k in ep.arrays if k.startswith("obs/images/"))
@@ -249,6 +256,7 @@ def load_frames(folders: Sequence[str], cameras: Sequence[str] | None, image_hw:
             episode.append(np.full(int(keep.sum()), len(names), np.int64))
             names.append(str(ep.path))
             has_positive.append(bool((lab == 1).any()))
+            kinds.append(ep.meta.get("kind"))
     if not names or not cameras:
         raise ConfigError(f"no episodes with images in {list(folders)}: record some first "
                           "(robot-rl record, or collect_twin_frames on a twin)")
@@ -257,7 +265,7 @@ def load_frames(folders: Sequence[str], cameras: Sequence[str] | None, image_hw:
         raise ConfigError(f"no labeled frames in {list(folders)}: label frames with the 1/0 hotkeys or use "
                           "unlabeled='success'")
     return FrameSet({cam: torch.cat(v).numpy() for cam, v in images.items()}, y, np.concatenate(episode),
-                    tuple(names), np.asarray(has_positive))
+                    tuple(names), np.asarray(has_positive), tuple(kinds))
 
 
 def split_episodes(has_positive: np.ndarray, held_out_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -344,6 +352,84 @@ def episode_false_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, thres
                 false += int(label < 0.5)
                 break
     return false / len(episodes)
+
+
+def first_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, threshold: float,
+                consecutive: int) -> dict[int, tuple[int | None, int | None]]:
+    """Per episode: (frame index within the episode at which the classifier, `consecutive` hits in a
+    row, first fires, or None; steps from there to the next success label, 0 on a success frame,
+    None if none follows). Frames of each episode must be in time order."""
+    out = {}
+    for e in np.unique(episode):
+        m = episode == e
+        hits, labels = p[m] > threshold, y[m] > 0.5
+        streak, fire = 0, None
+        for t, hit in enumerate(hits):
+            streak = streak + 1 if hit else 0
+            if streak >= consecutive:
+                fire = t
+                break
+        later = np.flatnonzero(labels[fire:]) if fire is not None else np.zeros(0, int)
+        out[int(e)] = (fire, int(later[0]) if later.size else None)
+    return out
+
+
+@dataclass(frozen=True)
+class ClassifierEvalConfig:
+    """`robot-rl eval-classifier`: score a trained classifier on other recordings, e.g. a trained
+    policy's own episodes (collect-frames --policy), per episode kind."""
+
+    classifier: str
+    """Checkpoint of `robot-rl train-classifier`."""
+    data: tuple[str, ...]
+    """Recording folders, labeled as for training (twin ground truth or operator hotkeys)."""
+    consecutive: int = 2
+    """Hits in a row that end an episode, as `robot-rl train --classifier-consecutive`."""
+    threshold: float | None = None
+    """Override of the checkpoint's threshold."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str) or not self.data:
+            raise ConfigError(f"data must be a non-empty list of recording folders, got {self.data!r}")
+        if self.consecutive < 1:
+            raise ConfigError(f"consecutive must be ≥ 1, got {self.consecutive}")
+        if not Path(self.classifier).is_file():
+            raise ConfigError(f"classifier {self.classifier} does not exist: train one with robot-rl train-classifier")
+
+
+def evaluate_classifier(cfg: ClassifierEvalConfig) -> dict[str, Any]:
+    """Frame accuracy / FPR / FNR at the threshold and, per episode, whether the classifier used as
+    a reward would end it on a failure frame (a false success), overall and per episode kind.
+
+    `false_fire_steps_early` counts the false successes by how many steps before the next success
+    frame they fired ("never" when none followed): 1–2 steps early means the classifier is a lift
+    too eager, "never" that it pays for something else entirely.
+    """
+    t0 = time.monotonic()
+    model = load_classifier(cfg.classifier)
+    threshold = float(model.threshold if cfg.threshold is None else cfg.threshold)
+    data = load_frames(cfg.data, model.cameras, model.image_hw)
+    p = predict(model, data.images, np.arange(len(data.labels)))
+    fires = first_fires(p, data.labels, data.episode, threshold, cfg.consecutive)
+    start = {int(e): int(np.flatnonzero(data.episode == e)[0]) for e in fires}
+
+    def summary(episodes: list[int]) -> dict[str, Any]:
+        frames = np.isin(data.episode, episodes)
+        false = [e for e in episodes if fires[e][0] is not None and data.labels[start[e] + fires[e][0]] < 0.5]
+        early: dict[str, int] = {}
+        for e in false:
+            key = "never" if fires[e][1] is None else str(fires[e][1]) if fires[e][1] <= 2 else ">2"
+            early[key] = early.get(key, 0) + 1
+        return {"episodes": len(episodes), "frames": int(frames.sum()),
+                **binary_metrics(p[frames], data.labels[frames], threshold),
+                "episode_false_fire_rate": len(false) / max(1, len(episodes)),
+                "false_fire_steps_early": dict(sorted(early.items()))}
+
+    every = sorted(fires)
+    kinds = sorted({k for k in data.episode_kinds if k is not None})
+    return {"classifier": cfg.classifier, "threshold": threshold, "consecutive": cfg.consecutive, **summary(every),
+            "by_kind": {k: summary([e for e in every if data.episode_kinds[e] == k]) for k in kinds},
+            "wall_s": round(time.monotonic() - t0, 2)}
 
 
 def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
@@ -557,26 +643,61 @@ class CollectConfig:
     """The task's cameras to record (default: all of them)."""
     near_miss_fraction: float = 0.3
     random_fraction: float = 0.3
+    policy: str | None = None
+    """A `robot-rl train` run folder (or checkpoint) on this task: a share of the episodes are the
+    policy's own, labeled by the twin. HIL-SERL's loop: a policy rewarded by a classifier finds the
+    frames it wrongly pays for; recording them and retraining closes the hole."""
+    policy_fraction: float | None = None
+    """Share of policy episodes; default with `policy`: all but the near misses and random
+    episodes (the policy's successes stand in for the expert's). Expert successes take the rest."""
+    policy_deterministic: bool = False
+    """Act with the policy's mean; default samples, as the actor does while training."""
+
+    def __post_init__(self) -> None:
+        if self.policy is None and self.policy_fraction is not None:
+            raise ConfigError("policy_fraction needs --policy RUN (a robot-rl train run folder or checkpoint)")
+        if self.policy is not None and not Path(self.policy).exists():
+            raise ConfigError(f"policy {self.policy} does not exist: give a robot-rl train run folder or checkpoint")
 
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """`robot-rl collect-frames`."""
+    make_policy = None
+    if cfg.policy is not None:
+        from robot_rl.learning.evaluate import checkpoint_policy  # lazy: only recording a policy needs the agent
+
+        def make_policy(env: gym.Env) -> Callable[[Any], np.ndarray]:
+            return checkpoint_policy(cfg.policy, env, cfg.task, deterministic=cfg.policy_deterministic, seed=cfg.seed)
+
+    policy_fraction = cfg.policy_fraction
+    if cfg.policy is None:
+        policy_fraction = 0.0
+    elif policy_fraction is None:
+        policy_fraction = max(0.0, 1.0 - cfg.near_miss_fraction - cfg.random_fraction)
     return collect_twin_frames(cfg.task, cfg.out, cfg.episodes, seed=cfg.seed, cameras=cfg.cameras,
-                               near_miss_fraction=cfg.near_miss_fraction, random_fraction=cfg.random_fraction)
+                               near_miss_fraction=cfg.near_miss_fraction, random_fraction=cfg.random_fraction,
+                               policy_fraction=policy_fraction, make_policy=make_policy, policy_name=cfg.policy)
 
 
 # ---- twin data without human labels -------------------------------------------------------------------
 
-EPISODE_KINDS = ("success", "near_miss", "random")
+EPISODE_KINDS = ("success", "near_miss", "random", "policy")
+GRASP_ABOVE_CENTER_M = 0.025
+"""Half of the expert's episodes close the fingers up to this far above the cube's centre. A
+trained policy grasped near the top edge (tool 1.8 cm above the centre, median) and a classifier
+that had only seen centre grasps paid it ~1.7 cm early: it read the arm's height, not the cube's."""
 
 
 def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int, *, seed: int = 0,
                         expert_noise: float = 0.1, near_miss_fraction: float = 0.3, random_fraction: float = 0.3,
                         hold_steps: tuple[int, int] = (8, 20), release_probability: float = 0.6,
-                        max_steps: int | None = None, cameras: Sequence[str] | None = None) -> dict[str, Any]:
+                        max_steps: int | None = None, cameras: Sequence[str] | None = None,
+                        policy_fraction: float = 0.0, make_policy: Callable[[gym.Env], Callable[[Any], np.ndarray]] | None = None,
+                        policy_name: str | None = None) -> dict[str, Any]:
     """Record twin episodes labeled by ground truth (per-step `success`) for classifier training.
 
-    Episode kinds, drawn per episode:
+    Episode kinds, drawn per episode (on pick_cube, half of the expert's grasps are made up to
+    `GRASP_ABOVE_CENTER_M` above the cube's centre):
     - success: the noisy scripted expert until the twin reports success, then `hold_steps` of
       wandering with the object held (positives), then with `release_probability` the gripper
       opens and the object falls (negatives that look like the scene just after a success);
@@ -587,7 +708,10 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
       random gripper toggles or (half of them) a fresh uniform action every step, as an untrained
       policy acts, 30–60 steps in all. The second kind matters: gripper commands inside the hold
       band (−0.5, 0.5) stop the fingers part way, and a classifier that never saw half-closed
-      fingers near the cube took them for a grasp (it fired at the start of 6 of 12 such episodes).
+      fingers near the cube took them for a grasp (it fired at the start of 6 of 12 such episodes);
+    - policy (with `make_policy`): a trained policy acts from the start; after a ground-truth
+      success it holds and may release like the expert's successes. A policy rewarded by a
+      classifier goes where that classifier errs, so these frames hold its false positives.
     Runs an in-process twin; ≈ 17 env steps/s with two 128 px cameras on 2 loaded cores
     (rendering dominates, so fewer or smaller cameras record faster).
 
@@ -597,6 +721,9 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
         episodes: episodes to record; max_steps caps each (default: the task's episode_steps).
         cameras: the task's cameras to record (default: all); pass a TaskSpec with smaller
             `cameras` sizes to render smaller frames.
+        policy_fraction: share of policy episodes; needs `make_policy`, called once with the
+            recording env (image and privileged observations on) to give obs → action.
+        policy_name: recorded in each policy episode's metadata (e.g. the run folder).
 
     Returns:
         {"out", "episodes", "frames", "positives", "kinds": {kind: count}, "wall_s"}.
@@ -613,9 +740,12 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
             raise ConfigError(f"cameras {unknown} are not cameras of task {spec.name} "
                               f"({[c.name for c in spec.cameras]})")
         spec = dataclasses.replace(spec, cameras=tuple(c for c in spec.cameras if c.name in cameras))
-    if episodes < 1 or not 0 <= near_miss_fraction + random_fraction <= 1 or min(near_miss_fraction, random_fraction) < 0:
-        raise ConfigError(f"need episodes ≥ 1 and near_miss_fraction + random_fraction in [0, 1], got {episodes}, "
-                          f"{near_miss_fraction}, {random_fraction}")
+    fractions = (near_miss_fraction, random_fraction, policy_fraction)
+    if episodes < 1 or sum(fractions) > 1 or min(fractions) < 0:
+        raise ConfigError(f"need episodes ≥ 1 and near_miss, random and policy fractions ≥ 0 summing to ≤ 1, got "
+                          f"{episodes}, {near_miss_fraction}, {random_fraction}, {policy_fraction}")
+    if policy_fraction > 0 and make_policy is None:
+        raise ConfigError("policy_fraction > 0 needs make_policy (collect-frames --policy RUN)")
     if not 1 <= hold_steps[0] <= hold_steps[1]:
         raise ConfigError(f"hold_steps must be (low, high) with 1 ≤ low ≤ high, got {hold_steps}")
     if spec.twin is None:
@@ -624,6 +754,13 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
     expert = make_expert(spec, seed=seed, noise=expert_noise)
     writer = EpisodeWriter(out_dir, spec)
     env = RobotEnv(spec, in_process=True, image_obs=True, privileged_obs=True)
+    policy = None
+    if policy_fraction > 0:
+        try:
+            policy = make_policy(env)
+        except BaseException:
+            env.close()
+            raise
     t0 = time.monotonic()
     kinds = dict.fromkeys(EPISODE_KINDS, 0)
     frames = positives = 0
@@ -631,10 +768,14 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
         for i in range(episodes):
             u = rng.random()
             kind = "random" if u < random_fraction else "near_miss" if u < random_fraction + near_miss_fraction \
-                else "success"
+                else "policy" if u < sum(fractions) else "success"
             buf = _twin_episode(env, expert, kind, rng, seed=seed + i, hold_steps=hold_steps,
-                                release_probability=release_probability, max_steps=max_steps or spec.episode_steps)
-            writer.save(buf, {"source": "classifier_collect", "kind": kind, "seed": seed + i, "operator_label": None})
+                                release_probability=release_probability, max_steps=max_steps or spec.episode_steps,
+                                policy=policy)
+            meta = {"source": "classifier_collect", "kind": kind, "seed": seed + i, "operator_label": None}
+            if kind == "policy":
+                meta["policy"] = policy_name
+            writer.save(buf, meta)
             kinds[kind] += 1
             frames += len(buf) + 1
             positives += int(sum(buf.success))
@@ -647,15 +788,18 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
 
 
 def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *, seed: int,
-                  hold_steps: tuple[int, int], release_probability: float, max_steps: int) -> EpisodeBuffer:
-    """One episode of `collect_twin_frames`; a phase machine over expert / random / hover / hold / release."""
+                  hold_steps: tuple[int, int], release_probability: float, max_steps: int,
+                  policy: Callable[[Any], np.ndarray] | None = None) -> EpisodeBuffer:
+    """One episode of `collect_twin_frames`; a phase machine over expert / policy / random / hover / hold / release."""
     obs, info = env.reset(seed=seed)
     expert.reset()
+    if hasattr(expert, "grasp_above_center_m"):  # pick_cube: see GRASP_ABOVE_CENTER_M
+        expert.grasp_above_center_m = rng.uniform(0.0, GRASP_ABOVE_CENTER_M) if rng.random() < 0.5 else 0.0
     buf = EpisodeBuffer()
     buf.start(obs, info)
     scale_m = env.task.action.translation_scale_m
     cube = "cube_pose" in info["privileged"]
-    phase = "expert"
+    phase = "policy" if kind == "policy" else "expert"
     switch_at = int(rng.integers(0, 45)) if kind == "random" else int(rng.integers(15, 40))
     left = int(rng.integers(hold_steps[0], hold_steps[1] + 1))
     # Cube heights above its rest height [m]; success needs the lift height (pick_cube: 5 cm). Half
@@ -682,6 +826,8 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
         action = np.zeros(7)
         if phase == "expert":
             action = expert.act(obs, info)
+        elif phase == "policy":
+            action = np.asarray(policy(obs), np.float64)
         elif phase == "random" and jerky:  # an untrained policy: every step new, the gripper stopped part way
             action[:3], action[5], action[6] = rng.uniform(-1.0, 1.0, 3), rng.uniform(-0.3, 0.3), rng.uniform(-1.0, 1.0)
         elif phase == "random":
@@ -701,7 +847,7 @@ def _twin_episode(env: Any, expert: Any, kind: str, rng: np.random.Generator, *,
         buf.add(action, obs, reward, terminated, truncated, info, intervention=False)
         if info.get("reflex"):
             break
-        if phase == "expert" and kind == "success" and info["success"]:
+        if phase in ("expert", "policy") and kind in ("success", "policy") and info["success"]:
             phase, rest_z = "hold", None
             if cube:  # hold relative to the table, not to where success first registered
                 rest_z = float(info["privileged"]["cube_pose"][2]) - lift_m

@@ -43,12 +43,16 @@ def _wrap(angle_rad: float, period_rad: float) -> float:
 class PickCubeExpert:
     """Align over the cube (position and yaw modulo 90°), descend, close, lift."""
 
-    def __init__(self, task: TaskSpec, *, rng: np.random.Generator | None = None, noise: float = 0.0) -> None:
+    def __init__(self, task: TaskSpec, *, rng: np.random.Generator | None = None, noise: float = 0.0,
+                 grasp_above_center_m: float = 0.0) -> None:
         self.task = task
         self.scale_m = task.action.translation_scale_m
         self.scale_rad = max(task.action.rotation_scale_rad, 1e-9)
         self.lift_m = task.twin.pick_cube.lift_height_m if task.twin else 0.05
         self.noise = noise
+        self.grasp_above_center_m = grasp_above_center_m
+        """Close the fingers this far above the cube's centre (0: the centre, 2 mm low). Learned
+        policies often grasp near the top edge, so the arm rides higher than the cube (classifier data)."""
         self.rng = rng or np.random.default_rng()
         self.reset()
 
@@ -62,7 +66,8 @@ class PickCubeExpert:
         cube_yaw = _yaw_of_cube(cube[3:])
         yaw_err = _wrap(cube_yaw - _yaw_of(tcp[3:]), math.pi / 2)
         above = np.array([cube[0], cube[1], cube[2] + 0.07])
-        grasp = np.array([cube[0], cube[1], max(cube[2] - 0.002, self.task.workspace.min_m[2])])
+        grasp = np.array([cube[0], cube[1], max(cube[2] - 0.002 + self.grasp_above_center_m,
+                                                 self.task.workspace.min_m[2])])
         gripper = -1.0
         if self.phase == "approach":
             goal = above

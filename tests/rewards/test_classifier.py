@@ -121,6 +121,11 @@ def test_threshold_is_the_lowest_meeting_the_fpr_target():
 def test_config_validates_and_derives_encoder_size():
     cfg = ClassifierConfig(data=("d",), image_hw=(48, 48))
     assert cfg.encoder.image_hw == (48, 48)
+    # The default shift scales with the frame (3 px at 64); an explicit one is kept.
+    assert (cfg.shift_px, ClassifierConfig(data=("d",)).shift_px) == (2, 6)
+    assert ClassifierConfig(data=("d",), image_hw=(48, 48), shift_px=0).shift_px == 0
+    with pytest.raises(ConfigError, match="shift_px"):
+        ClassifierConfig(data=("d",), image_hw=(48, 48), shift_px=13)
     with pytest.raises(ConfigError, match="held_out_fraction"):
         ClassifierConfig(data=("d",), held_out_fraction=1.0)
     with pytest.raises(ConfigError, match="data"):
@@ -315,6 +320,22 @@ def test_near_misses_reach_just_below_the_success_height(tmp_path):
     assert min(peaks) < lift_m - 0.015, peaks  # and lower hovers still are
 
 
+def test_expert_grasps_vary_in_height_so_the_arm_does_not_give_the_cubes_away(tmp_path):
+    # A policy grasping near the top edge was paid ~1.7 cm early by a classifier that had only seen
+    # centre grasps: with the cube lower in the fingers, the arm's height no longer tells the cube's.
+    from robot_rl.data.episodes import iter_episodes
+
+    task = dataclasses.replace(load_task("pick_cube"), cameras=(CameraSpec("front", 32, 32),))
+    collect_twin_frames(task, tmp_path / "data", 8, seed=0, near_miss_fraction=0.0, random_fraction=0.0,
+                        hold_steps=(1, 1), release_probability=0.0)
+    above_m = []
+    for e in iter_episodes(tmp_path / "data"):
+        first = int(np.argmax(e.arrays["success"])) + 1  # observation index of the first success
+        assert e.arrays["success"].any()  # high grasps still lift the cube
+        above_m.append(float(e.observation("tcp_pose")[first, 2] - e.observation("privileged/cube_pose")[first, 2]))
+    assert min(above_m) < 0.005 and max(above_m) > 0.012, above_m
+
+
 def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tmp_path):
     from robot_rl.learning.config import TrainConfig, layout_of, make_env
     from robot_rl.learning.policy import success_of
@@ -354,3 +375,115 @@ def test_episode_false_fires_counts_first_fires_on_failure_frames():
     # Two in a row: episode 0 first fires on success frames (3, 4); episode 1 on frames 7, 8 (failures).
     assert episode_false_fires(p, y, ep, 0.5, 2) == 0.5
     assert episode_false_fires(p, y, ep, 0.5, 3) == 0.0
+
+
+# ---- a trained policy's own episodes (HIL-SERL's classifier loop) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy_run(tmp_path_factory):
+    """A `robot-rl train` run folder on pick_cube holding one checkpoint of a freshly built agent."""
+    from robot_rl.config import to_dict
+    from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_agent, make_env
+    from robot_rl.learning.runs import save_checkpoint
+
+    cfg = TrainConfig(task="pick_cube", seed=3)
+    env = make_env(cfg)
+    try:
+        layout = layout_of(cfg, env)
+        agent = make_agent(cfg, layout, action_dim_of(env))
+    finally:
+        env.close()
+    run = tmp_path_factory.mktemp("policy_run")
+    save_checkpoint(run, "ckpt_000000100", {"agent": agent.state_dict(), "update": 100, "config": to_dict(cfg),
+                                            "obs_layout": layout.record()})
+    return run, agent, layout
+
+
+def test_policy_episodes_are_the_checkpoints_actions_on_what_it_saw(tmp_path, policy_run):
+    from robot_rl.data.episodes import iter_episodes
+    from robot_rl.rewards.classifier import CollectConfig, run_collect
+
+    run, agent, layout = policy_run
+    summary = run_collect(CollectConfig(out=str(tmp_path / "data"), episodes=3, seed=5, cameras=("front",),
+                                        random_fraction=0.0, near_miss_fraction=0.0, policy=str(run),
+                                        policy_fraction=1.0, policy_deterministic=True))
+    assert summary["kinds"]["policy"] == 3
+    episodes = list(iter_episodes(tmp_path / "data"))
+    assert [e.meta["kind"] for e in episodes] == ["policy"] * 3 and episodes[0].meta["policy"] == str(run)
+    assert "obs/images/front" in episodes[0].arrays and "obs/images/wrist" not in episodes[0].arrays
+    for e in episodes:
+        # Re-run the agent on the recorded observations: the recorded actions must be its actions.
+        state = np.concatenate([e.observation("/".join(path)).reshape(len(e) + 1, -1) for path, _ in layout.state],
+                               axis=1)[:-1].astype(np.float32)
+        with torch.no_grad():
+            expected = agent.act({"state": torch.from_numpy(state)}, deterministic=True).numpy()
+        np.testing.assert_allclose(e.arrays["action"], np.clip(expected, -1, 1), atol=1e-5)
+        assert e.arrays["action"].std(axis=0).max() > 1e-3  # it reacts to what it sees, not a constant
+
+
+def test_policy_collection_refuses_bad_requests(tmp_path, policy_run):
+    from robot_rl.learning.evaluate import checkpoint_policy
+    from robot_rl.rewards.classifier import CollectConfig
+
+    with pytest.raises(ConfigError, match="needs --policy"):
+        CollectConfig(policy_fraction=0.5)
+    with pytest.raises(ConfigError, match="does not exist"):
+        CollectConfig(policy=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        checkpoint_policy(tmp_path, None, "pick_cube")
+    with pytest.raises(ConfigError, match="not on task 'peg_insertion'"):
+        checkpoint_policy(policy_run[0], None, "peg_insertion")
+    with pytest.raises(ConfigError, match="summing to ≤ 1"):
+        collect_twin_frames("pick_cube", tmp_path / "d", 1, near_miss_fraction=0.5, random_fraction=0.3,
+                            policy_fraction=0.5, make_policy=lambda env: None)
+    with pytest.raises(ConfigError, match="needs make_policy"):
+        collect_twin_frames("pick_cube", tmp_path / "d", 1, near_miss_fraction=0.2, random_fraction=0.2,
+                            policy_fraction=0.5)
+
+
+# ---- scoring on other recordings (robot-rl eval-classifier) ----------------------------------------------
+
+
+def test_first_fires_give_the_fire_and_the_steps_to_the_next_success():
+    from robot_rl.rewards.classifier import first_fires
+
+    p = np.array([0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1])
+    y = np.array([0, 0, 0, 1, 0, 0, 0], np.float32)
+    episode = np.array([0, 0, 0, 0, 1, 1, 1])
+    assert first_fires(p, y, episode, 0.5, 2) == {0: (2, 1), 1: (None, None)}
+    assert first_fires(p, y, episode, 0.5, 1) == {0: (1, 2), 1: (0, None)}
+    assert first_fires(p, y, episode, 0.95, 1) == {0: (None, None), 1: (None, None)}
+
+
+def test_eval_classifier_scores_recordings_per_episode_kind(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    task = dataclasses.replace(load_task("pick_cube"), cameras=(CameraSpec("front", 32, 32),))
+    summary = collect_twin_frames(task, tmp_path / "data", 3, seed=1, near_miss_fraction=0.3, random_fraction=0.3,
+                                  hold_steps=(2, 3))
+    model = SuccessClassifier(("front",), EncoderConfig(image_hw=(32, 32), out_dim=8), threshold=0.0)
+    save_classifier(model, tmp_path / "c.pt")
+
+    def score(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "eval-classifier", "--classifier",
+                              str(tmp_path / "c.pt"), "--data", str(tmp_path / "data"), *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    always = score("--consecutive", "1")  # p > 0 everywhere: it fires on every reset frame, a failure
+    assert always["episodes"] == 3 and always["frames"] == summary["frames"]
+    assert (always["fpr"], always["fnr"], always["episode_false_fire_rate"]) == (1.0, 0.0, 1.0)
+    assert sum(v["episodes"] for v in always["by_kind"].values()) == 3
+    assert set(always["by_kind"]) == {k for k, n in summary["kinds"].items() if n}
+    assert sum(always["false_fire_steps_early"].values()) == 3
+    never = score("--threshold", "0.999999")
+    assert (never["fpr"], never["episode_false_fire_rate"], never["false_fire_steps_early"]) == (0.0, 0.0, {})
+    assert never["fnr"] == (1.0 if summary["positives"] else 0.0)
+    missing = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "eval-classifier", "--classifier",
+                              str(tmp_path / "nope.pt"), "--data", str(tmp_path / "data")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "does not exist" in " ".join(missing.stderr.replace("│", " ").split())
