@@ -692,7 +692,8 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
                         expert_noise: float = 0.1, near_miss_fraction: float = 0.3, random_fraction: float = 0.3,
                         hold_steps: tuple[int, int] = (8, 20), release_probability: float = 0.6,
                         max_steps: int | None = None, cameras: Sequence[str] | None = None,
-                        policy_fraction: float = 0.0, make_policy: Callable[[gym.Env], Callable[[Any], np.ndarray]] | None = None,
+                        policy_fraction: float = 0.0,
+                        make_policy: Callable[[gym.Env], Callable[[Any], np.ndarray]] | None = None,
                         policy_name: str | None = None) -> dict[str, Any]:
     """Record twin episodes labeled by ground truth (per-step `success`) for classifier training.
 
@@ -741,7 +742,7 @@ def collect_twin_frames(task: str | TaskSpec, out_dir: str | Path, episodes: int
                               f"({[c.name for c in spec.cameras]})")
         spec = dataclasses.replace(spec, cameras=tuple(c for c in spec.cameras if c.name in cameras))
     fractions = (near_miss_fraction, random_fraction, policy_fraction)
-    if episodes < 1 or sum(fractions) > 1 or min(fractions) < 0:
+    if episodes < 1 or sum(fractions) > 1 + 1e-9 or min(fractions) < 0:  # 0.2 + 0.1 + 0.7 > 1 in floats
         raise ConfigError(f"need episodes ≥ 1 and near_miss, random and policy fractions ≥ 0 summing to ≤ 1, got "
                           f"{episodes}, {near_miss_fraction}, {random_fraction}, {policy_fraction}")
     if policy_fraction > 0 and make_policy is None:
