@@ -97,6 +97,18 @@ def _eval_point(env_step: int, cfg: LearningBench) -> int:
     return min(cfg.steps, eval_point(env_step, cfg.eval_every))
 
 
+def false_success_rate(lines: list[dict]) -> float | None:
+    """Share of training episodes a learned reward (the classifier) ended as a success that the env's
+    ground truth calls a failure: how much of the reward the policy is collecting from the
+    classifier's errors. None without episodes. Runs from before `reward_success` was logged count
+    a positive return as paid (true without --rlif)."""
+    episodes = [m for m in lines if m.get("kind") == "episode"]
+    if not episodes:
+        return None
+    false = sum(bool(m.get("reward_success", m.get("return", 0.0) > 0)) and not m.get("success") for m in episodes)
+    return round(false / len(episodes), 4)
+
+
 def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None,
              lines: list[dict] | None = None) -> dict:
     from robot_rl.learning.runs import read_metrics
@@ -112,6 +124,7 @@ def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wa
     return {"seed": seed, "intervention": intervention, "wall_min": wall_min, "evals": by_point,
             "steps_to_target": _steps_to(evals, cfg.target),
             "intervention_steps": int(sum(m.get("interventions", 0) for m in lines if m.get("kind") == "episode")),
+            "false_success_rate": false_success_rate(lines) if cfg.classifier else None,
             "run_dir": str(run_dir)}
 
 
@@ -203,6 +216,8 @@ def run(cfg: LearningBench) -> dict:
         out[f"{key}steps_to_target"] = [r["steps_to_target"] for r in rs]
         out[f"{key}wall_min"] = [r["wall_min"] for r in rs]
         out[f"{key}intervention_steps"] = [r["intervention_steps"] for r in rs]
+        if cfg.classifier:  # training episodes the classifier paid for and the twin calls failures
+            out[f"{key}classifier_false_success_rate"] = [r["false_success_rate"] for r in rs]
     png = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_success.png"
     # Evaluations run at the episode end past each multiple of eval_every, a few steps apart
     # across seeds: count each at its multiple (interpolating drops seeds evaluated only once).

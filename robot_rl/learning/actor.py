@@ -273,6 +273,8 @@ class Actor:
                 stats = {"return": ret, "length": length, "success": bool(success_of(next_info, terminated, reward)),
                          "interventions": interventions, "episode": self.episodes,
                          "episode_wall_s": time.monotonic() - t0}
+                if "env_success" in next_info:  # a learned reward (classifier) decides; `success` is the env's own
+                    stats["reward_success"] = bool(next_info.get("success"))
             step = wire.Step(
                 seq=self.next_seq, episode=self.episodes,
                 next_state=self.layout.state_vector(next_obs), next_images=self.layout.image_arrays(next_obs),

@@ -487,3 +487,28 @@ def test_eval_classifier_scores_recordings_per_episode_kind(tmp_path):
                               str(tmp_path / "nope.pt"), "--data", str(tmp_path / "data")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "does not exist" in " ".join(missing.stderr.replace("│", " ").split())
+
+
+def test_train_with_a_classifier_takes_reward_and_episode_ends_from_it_and_logs_both_verdicts(tmp_path):
+    # End to end through the actor and learner processes: a classifier that always fires (threshold
+    # 0) ends every episode after `--classifier-consecutive` steps with reward 1; the twin says failure.
+    import subprocess
+    import sys
+
+    from robot_rl.bench.learning import false_success_rate
+    from robot_rl.learning.runs import read_metrics
+
+    model = SuccessClassifier(("front",), EncoderConfig(image_hw=(32, 32), out_dim=8), threshold=0.0)
+    save_classifier(model, tmp_path / "c.pt")
+    out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube", "--env-steps", "12",
+                          "--learning-starts", "100", "--eval-episodes", "0", "--no-compile", "--classifier",
+                          str(tmp_path / "c.pt"), "--classifier-consecutive", "3", "--run", "r", "--runs-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    episodes = read_metrics(tmp_path / "r", kind="episode")
+    assert len(episodes) == 4
+    assert all(e["length"] == 3 and e["return"] == 1.0 for e in episodes)
+    assert all(e["reward_success"] and not e["success"] for e in episodes)
+    assert false_success_rate(read_metrics(tmp_path / "r")) == 1.0
+    assert false_success_rate([{"kind": "episode", "return": 1.0, "success": True},  # a run from before the field
+                               {"kind": "episode", "return": 0.0, "success": False}]) == 0.0
