@@ -332,28 +332,6 @@ def predict(model: SuccessClassifier, images: Mapping[str, np.ndarray], index: n
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def episode_false_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, threshold: float,
-                        consecutive: int) -> float:
-    """Fraction of episodes in which the classifier, used as a reward with `consecutive` hits in a
-    row, would first fire on a failure frame. Frames of each episode must be in time order. This
-    is what an RL run feels: a per-frame false-positive rate of 1.5 % is a false success in about
-    one episode of six."""
-    episodes = np.unique(episode)
-    if len(episodes) == 0:
-        return 0.0
-    false = 0
-    for e in episodes:
-        m = episode == e
-        hits = p[m] > threshold
-        streak = 0
-        for hit, label in zip(hits, y[m]):
-            streak = streak + 1 if hit else 0
-            if streak >= consecutive:
-                false += int(label < 0.5)
-                break
-    return false / len(episodes)
-
-
 def first_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, threshold: float,
                 consecutive: int) -> dict[int, tuple[int | None, int | None]]:
     """Per episode: (frame index within the episode at which the classifier, `consecutive` hits in a
@@ -372,6 +350,19 @@ def first_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, threshold: fl
         later = np.flatnonzero(labels[fire:]) if fire is not None else np.zeros(0, int)
         out[int(e)] = (fire, int(later[0]) if later.size else None)
     return out
+
+
+def episode_false_fires(p: np.ndarray, y: np.ndarray, episode: np.ndarray, threshold: float,
+                        consecutive: int) -> float:
+    """Fraction of episodes in which the classifier, used as a reward with `consecutive` hits in a
+    row, would first fire on a failure frame. Frames of each episode must be in time order. This
+    is what an RL run feels: a per-frame false-positive rate of 1.5 % is a false success in about
+    one episode of six."""
+    fires = first_fires(p, y, episode, threshold, consecutive)
+    if not fires:
+        return 0.0
+    # steps to the next success is 0 exactly when the fire is on a success frame
+    return sum(fire is not None and to_success != 0 for fire, to_success in fires.values()) / len(fires)
 
 
 @dataclass(frozen=True)
@@ -411,11 +402,10 @@ def evaluate_classifier(cfg: ClassifierEvalConfig) -> dict[str, Any]:
     data = load_frames(cfg.data, model.cameras, model.image_hw)
     p = predict(model, data.images, np.arange(len(data.labels)))
     fires = first_fires(p, data.labels, data.episode, threshold, cfg.consecutive)
-    start = {int(e): int(np.flatnonzero(data.episode == e)[0]) for e in fires}
 
     def summary(episodes: list[int]) -> dict[str, Any]:
         frames = np.isin(data.episode, episodes)
-        false = [e for e in episodes if fires[e][0] is not None and data.labels[start[e] + fires[e][0]] < 0.5]
+        false = [e for e in episodes if fires[e][0] is not None and fires[e][1] != 0]
         early: dict[str, int] = {}
         for e in false:
             key = "never" if fires[e][1] is None else str(fires[e][1]) if fires[e][1] <= 2 else ">2"
