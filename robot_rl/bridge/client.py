@@ -6,6 +6,8 @@ replies to requests that already timed out are recognised by their number and dr
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ import zmq
 from robot_rl.bridge import protocol as P
 from robot_rl.bridge.security import ClientKeys, make_curve_client
 from robot_rl.errors import BridgeRemoteError, BridgeTimeout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,22 +39,28 @@ class BridgeClient:
 
     Args:
         address: the server's request socket, e.g. "tcp://10.0.0.2:5555".
-        role: "control" may move the arm (the newest control client wins); "monitor" only reads.
+        role: "control" may move the arm (one control client at a time); "monitor" only reads.
+        take_control: take the arm from another control client that holds it (otherwise the
+            server refuses with `control_held` while that client is active).
         timeout_s: reply deadline on top of a command's `hold_s` (resets use `reset_timeout_s`,
             the hello handshake `connect_timeout_s`).
         keys_dir: CurveZMQ keys (`robot-rl keys`) when the server requires them.
     """
 
-    def __init__(self, address: str, *, name: str = "robot_rl", role: P.Role = "control", timeout_s: float = 2.0,
-                 reset_timeout_s: float = 30.0, connect_timeout_s: float = 5.0, keys_dir: str | Path | None = None,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(self, address: str, *, name: str = "robot_rl", role: P.Role = "control", take_control: bool = False,
+                 timeout_s: float = 2.0, reset_timeout_s: float = 30.0, connect_timeout_s: float = 5.0,
+                 keys_dir: str | Path | None = None, context: zmq.Context | None = None) -> None:
         self.address = address
+        self.name, self.role = name, role
         self.timeout_s = timeout_s
         self.reset_timeout_s = reset_timeout_s
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        # A fixed routing id: after a dropped connection (heartbeat timeout, network blip) the
+        # socket reconnects as the same client, and the server still knows it (and its role).
+        self._sock.setsockopt(zmq.ROUTING_ID, b"rrl" + os.urandom(13))
         # A DEALER with no ready peer blocks in send — for good when the server refuses our CurveZMQ
         # handshake: bound it, as a reply is bounded.
         self._sock.setsockopt(zmq.SNDTIMEO, int(max(timeout_s, connect_timeout_s) * 1e3))
@@ -60,8 +70,13 @@ class BridgeClient:
         self._sock.connect(address)
         self._seq = 0
         self.last_timing: StepTiming | None = None
+        self._connect_timeout_s = connect_timeout_s
+        self._hello(take_control)
+
+    def _hello(self, take_control: bool) -> None:
         t0 = time.monotonic_ns()
-        welcome = self._request(P.Hello(P.PROTOCOL_VERSION, name, role), timeout_s=connect_timeout_s, seq=None)
+        msg = P.Hello(P.PROTOCOL_VERSION, self.name, self.role, take_control)
+        welcome = self._request(msg, timeout_s=self._connect_timeout_s, seq=None, rehello=False)
         t1 = time.monotonic_ns()
         if not isinstance(welcome, P.Welcome):
             raise BridgeRemoteError(f"server answered hello with {type(welcome).__name__}", code="bad_reply")
@@ -80,7 +95,20 @@ class BridgeClient:
         self._seq += 1
         return self._seq
 
-    def _request(self, msg: object, *, timeout_s: float, seq: int | None) -> object:
+    def _request(self, msg: object, *, timeout_s: float, seq: int | None, rehello: bool = True) -> object:
+        try:
+            return self._exchange(msg, timeout_s=timeout_s, seq=seq)
+        except BridgeRemoteError as exc:
+            if exc.code != "hello_required" or not rehello:
+                raise
+        # The server forgot us (it restarted, or we were silent past its client TTL): say hello
+        # again, without taking control from anyone, and repeat the request once.
+        log.warning("%s: the server at %s asked for a new hello (restarted, or this client was silent too long); "
+                    "saying hello again as %s", self.name, self.address, self.role)
+        self._hello(take_control=False)
+        return self._exchange(msg, timeout_s=timeout_s, seq=seq)
+
+    def _exchange(self, msg: object, *, timeout_s: float, seq: int | None) -> object:
         t_send = time.monotonic_ns()
         try:
             self._sock.send_multipart(P.encode(msg), copy=False)
@@ -138,6 +166,12 @@ class BridgeClient:
         seq = self._next_seq()
         return self._request(P.ClearError(seq), timeout_s=self.timeout_s, seq=seq)
 
+    def restart_control(self, *, timeout_s: float = 60.0) -> P.Observation:
+        """Operator action: start a new control loop after the old one died (state mode "fault").
+        The arm then holds where it is; reset before stepping."""
+        seq = self._next_seq()
+        return self._request(P.RestartControl(seq), timeout_s=timeout_s, seq=seq)
+
     def set_params(self, *, gains: dict | None = None, workspace: dict | None = None,
                    limits: dict | None = None) -> dict:
         """Change controller parameters on the robot PC; returns those now in force."""
@@ -153,7 +187,18 @@ class BridgeClient:
             raise BridgeTimeout(f"no reply from {self.address} to a raw message in {self.timeout_s} s")
         return P.decode(self._sock.recv_multipart(copy=False))
 
-    def close(self) -> None:
+    def close(self, *, bye_timeout_s: float = 0.2) -> None:
+        """Tell the server we leave (releasing control), then close the socket."""
+        if self._sock.closed:
+            return
+        try:
+            self._sock.send_multipart(P.encode(P.Bye(self._next_seq())), zmq.NOBLOCK, copy=False)
+            deadline = time.monotonic() + bye_timeout_s
+            while (left := deadline - time.monotonic()) > 0 and self._sock.poll(max(1, int(left * 1e3)), zmq.POLLIN):
+                if getattr(P.decode(self._sock.recv_multipart(copy=False)), "seq", -1) == self._seq:
+                    break
+        except Exception:  # a server that is gone or busy forgets us by its own timeouts
+            pass
         self._sock.close(0)
 
     def __enter__(self) -> BridgeClient:

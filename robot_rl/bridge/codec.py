@@ -40,6 +40,21 @@ def F64(*shape: int | None) -> ArraySpec:
     return ArraySpec("<f8", shape)
 
 
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Declared range of an integer field, checked at decode time (`Annotated[int, IntRange(0, 9)]`).
+    Every integer field is at least checked to fit in int64: the robot PC stores them in int64
+    snapshots and hands seeds to numpy, and a value that does not fit must be refused on arrival,
+    not fail where it is first used."""
+
+    lo: int = INT64_MIN
+    hi: int = INT64_MAX
+
+
 def encode_frames(msg: object, kind: str, version: int) -> list[bytes | memoryview]:
     """Frames of a dataclass message: header first, then one buffer per array (zero-copy views)."""
     arrays: list[np.ndarray] = []
@@ -182,6 +197,8 @@ def _compile(tp: Any) -> _Decoder:
     origin = get_origin(tp)
     if origin is Annotated:
         spec = get_args(tp)[1]
+        if isinstance(spec, IntRange):
+            return lambda v, ctx, where: _int_in(v, where, spec.lo, spec.hi)
         return lambda v, ctx, where: _unpack_array(spec, v, ctx, where)
     if origin in (Union, types.UnionType):
         non_none = [a for a in get_args(tp) if a is not type(None)]
@@ -215,6 +232,8 @@ def _compile(tp: Any) -> _Decoder:
             if plain is not None and all(type(x) is plain for x in v):
                 if plain is str and any(len(x) > _MAX_STR for x in v):
                     raise ProtocolError(f"{_path(where)} holds a string over {_MAX_STR} characters", code="bad_field")
+                if plain is int and any(not INT64_MIN <= x <= INT64_MAX for x in v):
+                    raise ProtocolError(f"{_path(where)} holds an integer outside int64", code="bad_field")
                 return tuple(v)
             return tuple(inner(x, ctx, (where, f"[{i}]")) for i, x in enumerate(v))
         return tuple_
@@ -270,8 +289,14 @@ def _bool(v: Any, ctx: _Ctx, where: str) -> bool:
 
 
 def _int(v: Any, ctx: _Ctx, where: str) -> int:
+    return _int_in(v, where, INT64_MIN, INT64_MAX)
+
+
+def _int_in(v: Any, where: Any, lo: int, hi: int) -> int:
     if type(v) is int:
-        return v
+        if lo <= v <= hi:
+            return v
+        raise ProtocolError(f"{_path(where)} = {v} is outside [{lo}, {hi}]", code="bad_field")
     raise ProtocolError(f"{_path(where)} must be an integer, got {type(v).__name__}", code="bad_field")
 
 
@@ -326,6 +351,8 @@ def _check_plain(value: Any, where: Any, depth: int) -> None:
         raise ProtocolError(f"{_path(where)} is nested too deeply", code="bad_field")
     if isinstance(value, float) and not math.isfinite(value):
         raise ProtocolError(f"{_path(where)} is {value}: NaN and inf are refused", code="non_finite")
+    if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+        raise ProtocolError(f"{_path(where)} = {value} does not fit in int64", code="bad_field")
     if isinstance(value, (list, tuple)):
         if len(value) > _MAX_LIST:
             raise ProtocolError(f"{_path(where)} has more than {_MAX_LIST} items", code="bad_field")

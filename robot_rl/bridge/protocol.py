@@ -22,7 +22,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from robot_rl.bridge.codec import F64, ArraySpec, decode_frames, encode_frames
+from robot_rl.bridge.codec import F64, INT64_MAX, ArraySpec, IntRange, decode_frames, encode_frames
+from robot_rl.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -30,6 +31,12 @@ MAX_REQUEST_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 << 20
 """Hard cap set as ZMQ_MAXMSGSIZE: larger frames drop the connection without a reply."""
 _KINDS: dict[str, type] = {}
+
+Seq = Annotated[int, IntRange(0, INT64_MAX)]
+"""Request sequence numbers: non-negative and int64 (the control loop stores them in int64)."""
+Seed = Annotated[int, IntRange(0, INT64_MAX)]
+"""Randomization seeds: numpy refuses negative seeds, so they are refused on arrival."""
+TimeNs = Annotated[int, IntRange(0, INT64_MAX)]
 
 
 def _message(kind: str):
@@ -48,13 +55,20 @@ Role = Literal["control", "monitor"]
 @_message("hello")
 @dataclass(frozen=True)
 class Hello:
-    """First request of every client. `control` clients may move the arm (the newest one wins);
-    `monitor` clients only read state and frames and never feed the watchdog."""
+    """First request of every client. `control` clients may move the arm, one at a time;
+    `monitor` clients only read state and frames and never feed the watchdog.
+
+    A control hello while another control client holds the arm is refused with `control_held`
+    unless `take_control` is set (or the holder has been silent for the server's release time),
+    so a second process started by mistake cannot take the arm from a running one."""
 
     KIND: ClassVar[str]
     protocol_version: int
     client_name: str
     role: Role = "control"
+    take_control: bool = False
+    """Take the arm from the control client holding it; its in-flight requests are answered
+    `control_taken`."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,7 @@ class Command:
     """
 
     KIND: ClassVar[str]
-    seq: int
+    seq: Seq
     mode: Literal["delta", "absolute"]
     target: Annotated[np.ndarray, F64(None)]
     gripper_width_m: float | None = None
@@ -115,8 +129,8 @@ class Command:
     hold_s: float = 0.0
     """Reply after the arm has tracked the command this long (one env step: 1/step_hz)."""
     cameras: tuple[str, ...] = ()
-    """Cameras whose newest frames the reply must carry."""
-    t_send_ns: int = 0
+    """Cameras whose newest frames the reply must carry (each at most once)."""
+    t_send_ns: TimeNs = 0
 
     def __post_init__(self) -> None:
         want = 6 if self.mode == "delta" else 7
@@ -134,7 +148,7 @@ class GetObservation:
     """Newest state (and frames) without moving; does not feed the watchdog."""
 
     KIND: ClassVar[str]
-    seq: int
+    seq: Seq
     cameras: tuple[str, ...] = ()
 
 
@@ -145,17 +159,28 @@ class Reset:
     re-randomization; replies with an `Observation` once the arm has settled at the reset pose."""
 
     KIND: ClassVar[str]
-    seq: int
+    seq: Seq
     pose: Annotated[np.ndarray, F64(7)] | None = None
     """Reset pose; None uses the task's reset pose."""
     randomize: bool = True
     """Add the task's reset-pose randomization."""
     joint_reset: bool = False
-    seed: int | None = None
-    """Seed of the pose and scene randomization (None: server-chosen)."""
+    seed: Seed | None = None
+    """Seed of the pose and scene randomization, in [0, 2^63) (None: server-chosen)."""
     gripper_width_m: float | None = None
-    """Gripper opening at the end of the reset (None: open)."""
+    """Gripper opening at the end of the reset, m in [0, 1] (None: open)."""
     cameras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.gripper_width_m is not None and not 0.0 <= self.gripper_width_m <= 1.0:
+            raise ValueError(f"reset gripper_width_m must be in [0, 1] m, got {self.gripper_width_m}")
+        if self.pose is not None:
+            if self.pose.shape != (7,):
+                raise ValueError(f"reset pose must have shape (7,), got {self.pose.shape}")
+            norm = float(np.sqrt(np.sum(np.square(self.pose[3:]))))
+            if not abs(norm - 1.0) <= 1e-3:  # also refuses zero, denormal and overflowing quaternions
+                raise ProtocolError(f"reset pose quaternion must be unit length (w x y z), has norm {norm:.6g}",
+                                    code="bad_quaternion")
 
 
 @_message("clear_error")
@@ -164,7 +189,7 @@ class ClearError:
     """Leave a safety reflex (and clear arm errors); replies with an Observation."""
 
     KIND: ClassVar[str]
-    seq: int
+    seq: Seq
 
 
 @_message("set_params")
@@ -172,13 +197,37 @@ class ClearError:
 class SetParams:
     """Change controller parameters. Each mapping uses the field names of the config dataclass:
     `gains` → ImpedanceGains, `workspace` → WorkspaceBox, `limits` → CommandLimits; omitted
-    fields keep their current value. Replies `Ok` with the parameters now in force."""
+    fields keep their current value. Replies `Ok` with the parameters now in force.
+
+    The task file (and the robot PC's config) sets the outer limits: box, step, contact force,
+    watchdog and hold limits may only be tightened here; a widening is refused with
+    `limit_widened`, naming the limit and where it is set."""
 
     KIND: ClassVar[str]
-    seq: int
+    seq: Seq
     gains: dict[str, Any] | None = None
     workspace: dict[str, Any] | None = None
     limits: dict[str, Any] | None = None
+
+
+@_message("restart_control")
+@dataclass(frozen=True)
+class RestartControl:
+    """Operator request: start a new control loop after the old one died (state mode "fault").
+    The new loop holds the arm where it is; send reset before stepping again. Refused while the
+    control loop is alive."""
+
+    KIND: ClassVar[str]
+    seq: Seq
+
+
+@_message("bye")
+@dataclass(frozen=True)
+class Bye:
+    """The client is leaving: forget it and release control if it held it. Replies `Ok`."""
+
+    KIND: ClassVar[str]
+    seq: Seq
 
 
 # ---- replies -----------------------------------------------------------------------------------
@@ -204,9 +253,10 @@ class RobotState:
     tick: int
     t_capture_ns: int
     mode: str
-    """"hold", "track", "watchdog_hold", "moving" or "reflex"."""
+    """"hold", "track", "watchdog_hold", "moving", "reflex", or "fault" when the control loop has
+    died (the state is its last one; motion is refused until `restart_control`)."""
     fault: str
-    """Why the arm is in reflex ("" otherwise)."""
+    """Why the arm is in reflex or fault ("" otherwise)."""
     command_seq: int
     """seq of the last command the controller applied."""
     target_clipped: bool
@@ -337,7 +387,7 @@ class Error:
     message: str
 
 
-Request = Union[Hello, Command, GetObservation, Reset, ClearError, SetParams]
+Request = Union[Hello, Command, GetObservation, Reset, ClearError, SetParams, RestartControl, Bye]
 Reply = Union[Welcome, Observation, Ok, Error]
 MESSAGE_KINDS = tuple(_KINDS)
 

@@ -11,7 +11,7 @@ import logging
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from robot_rl.bridge.server import RobotServer, ServerConfig
@@ -134,11 +134,13 @@ def _live_cameras(path: str, task: TaskSpec):
     return LiveCameras(build_cameras(configs))
 
 
-def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
-    """Create runtime, cameras, service and sockets (not yet serving)."""
+def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None, server: ServerConfig | None = None) -> ServerStack:
+    """Create runtime, cameras, service and sockets (not yet serving). `server` overrides the
+    socket policies (its bind, pub_bind and keys_dir are replaced by `cfg`'s)."""
     service = build_service(cfg, task=task)
     try:
-        server = RobotServer(ServerConfig(bind=cfg.bind, pub_bind=cfg.pub_bind, keys_dir=cfg.keys_dir), service)
+        server_cfg = replace(server or ServerConfig(), bind=cfg.bind, pub_bind=cfg.pub_bind, keys_dir=cfg.keys_dir)
+        server = RobotServer(server_cfg, service)
     except BaseException:
         service.close()
         service.runtime.close()
@@ -146,9 +148,9 @@ def build_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerSta
     return ServerStack(server, service)
 
 
-def start_server(cfg: ServeConfig, *, task: TaskSpec | None = None) -> ServerStack:
+def start_server(cfg: ServeConfig, *, task: TaskSpec | None = None, server: ServerConfig | None = None) -> ServerStack:
     """Build and serve on a background thread (embedded twins, tests, benchmarks)."""
-    stack = build_server(cfg, task=task)
+    stack = build_server(cfg, task=task, server=server)
     stack.thread = threading.Thread(target=stack.server.serve_forever, name="robot-server", daemon=True)
     stack.thread.start()
     return stack

@@ -29,11 +29,13 @@ from robot_rl.control.commands import (
     TargetCommand,
 )
 from robot_rl.control.impedance import ImpedanceGains
+from robot_rl.control.runtime import ControlLoopDied
 from robot_rl.control.safety import (
     CommandLimits,
     WorkspaceBox,
     check_absolute_target,
     target_from_delta,
+    widened_limit,
 )
 from robot_rl.control.snapshot import Mode, Snapshot
 from robot_rl.drivers.arm import ArmSpec
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 _MODE_NAMES = {int(m): m.name.lower() for m in Mode}
 RESET_POSE_STREAM = 0x5E7
 """Second word of the reset pose's seed (numpy SeedSequence entropy [seed, RESET_POSE_STREAM])."""
+OUTSIDE_BOX_TOL_M = 0.02
+"""Motion commands are refused (`reset_required`) while the measured TCP is farther than this
+outside the workspace box: at start-up an arm may be anywhere, and only a reset brings it in.
+Closer than this is compliance or contact against a wall, which delta commands handle."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class RobotService:
         self.gains: ImpedanceGains = task.gains
         self.box: WorkspaceBox = task.workspace
         self.limits: CommandLimits = task.limits
+        # The task file's limits are the outer bounds: set_params may only tighten them.
+        self.outer_box, self.outer_limits = task.workspace, task.limits
+        self.control_fault: str | None = None
+        """Why the control loop is dead (None while it runs): motion is refused until restart."""
+        self._last_snap: Snapshot | None = None
         self.camera_sizes = frames.camera_sizes()
         self.resets_in_flight: set[int] = set()
         self._next_reset_id = 1
@@ -85,7 +96,7 @@ class RobotService:
     # ---- requests ----------------------------------------------------------------------------
 
     def welcome(self, pub_address: str = "") -> P.Welcome:
-        snap = self.runtime.snapshot()
+        snap = self.snapshot()
         return P.Welcome(
             protocol_version=P.PROTOCOL_VERSION, server_name=self.server_name, backend=self.backend,
             task=self.task.name, clock="monotonic" if self.realtime else "sim", realtime=self.realtime,
@@ -97,10 +108,60 @@ class RobotService:
             server_time_ns=time.monotonic_ns(), pub_address=pub_address)
 
     def check_cameras(self, names: tuple[str, ...]) -> None:
+        """Each name a configured camera, at most once: the reply's size is bounded by the setup."""
         for n in names:
             if n not in self.camera_sizes:
                 raise ProtocolError(f"unknown camera {n!r}; this server has {list(self.camera_sizes)}",
                                     code="unknown_camera")
+        if len(set(names)) != len(names):
+            raise ProtocolError(f"camera list {list(names)[:8]} names a camera more than once; ask for each "
+                                "camera once", code="duplicate_camera")
+
+    # ---- supervision -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Newest state of the control loop, or its last one when the loop has died."""
+        if self.control_fault is None:
+            try:
+                self._last_snap = self.runtime.snapshot()
+            except (TimeoutError, ControlLoopDied):  # a loop killed mid-write leaves the lock held
+                self.check_control()
+                raise
+        if self._last_snap is None:
+            raise ControlLoopDied(f"the control loop produced no state ({self.control_fault})")
+        return self._last_snap
+
+    def check_control(self) -> None:
+        """Raise SafetyViolation `fault` when the control loop is dead (and remember why)."""
+        if self.control_fault is None:
+            try:
+                self.runtime.check_alive()
+                return
+            except ControlLoopDied as exc:
+                self.control_fault = str(exc)
+                log.error("%s: motion is refused until an operator sends restart_control", exc)
+        raise SafetyViolation(f"the control loop is not running ({self.control_fault}); the arm is held by its "
+                              "brakes / the vendor's stop. Send restart_control (robot-rl restart-control) once "
+                              "the cause is understood", code="fault")
+
+    def restart_control(self, msg: P.RestartControl) -> P.Observation:
+        """Start a fresh control loop after the old one died; it holds the arm where it is."""
+        try:
+            self.runtime.check_alive()
+        except ControlLoopDied as exc:
+            self.control_fault = self.control_fault or str(exc)
+        if self.control_fault is None:
+            raise SafetyViolation("the control loop is running; restart_control is only for a dead loop",
+                                  code="control_alive")
+        last = self._last_snap
+        resume = None
+        if last is not None and last.layout.sim_state_size:
+            resume = np.array(last.get("sim_state"))
+        log.warning("restarting the control loop (was: %s)", self.control_fault)
+        self.runtime.restart(resume)
+        self.control_fault = None
+        self.resets_in_flight.clear()
+        return self.observation(msg.seq, ())
 
     def _check_moveable(self, snap: Snapshot) -> None:
         if snap.mode == Mode.REFLEX:
@@ -109,14 +170,24 @@ class RobotService:
         if snap.mode == Mode.MOVING or self.resets_in_flight:
             raise SafetyViolation("a reset motion is in progress; wait for its reply", code="resetting")
 
-    def command(self, msg: P.Command) -> P.Observation | Later:
-        """Validate and apply a command; the observation `hold_s` later (or when it will be due)."""
+    def command(self, msg: P.Command, *, unseen_watchdog_trips: int | None = None) -> P.Observation | Later:
+        """Validate and apply a command; the observation `hold_s` later (or when it will be due).
+
+        `unseen_watchdog_trips`: the watchdog trip count the controlling client has already seen
+        in a reply. If the watchdog has held the arm since, the validated command is not applied:
+        the reply is the hold itself (the env ends its episode) and only the next command moves.
+        """
         self.check_cameras(msg.cameras)
         if msg.hold_s > self.limits.max_hold_s:
             raise SafetyViolation(f"hold_s {msg.hold_s} exceeds max_hold_s {self.limits.max_hold_s}", code="bad_hold")
-        snap = self.runtime.snapshot()
+        self.check_control()
+        snap = self.snapshot()
         self._check_moveable(snap)
         pose = snap.get("pose")
+        outside = self.box.violation(pose, tol_m=OUTSIDE_BOX_TOL_M, tol_rad=np.pi)
+        if outside is not None:
+            raise SafetyViolation(f"the arm is outside the workspace box ({outside}); send reset to bring it in "
+                                  "before stepping", code="reset_required")
         if msg.mode == "delta":
             target, clipped = target_from_delta(pose, msg.target, self.box, self.limits)
         else:
@@ -124,6 +195,11 @@ class RobotService:
         gripper = None
         if msg.gripper_width_m is not None:
             gripper = min(msg.gripper_width_m, self.arm.gripper_max_width_m)
+        if (unseen_watchdog_trips is not None and snap.mode == Mode.WATCHDOG_HOLD
+                and snap.int("watchdog_trips") > unseen_watchdog_trips):
+            log.info("command %d answered with the watchdog hold: the controller was silent for more than %.2f s",
+                     msg.seq, self.limits.watchdog_s)
+            return self.observation(msg.seq, msg.cameras, snap)
         self.runtime.submit(TargetCommand(msg.seq, target, gripper, clipped))
         if not self.realtime:
             self.runtime.advance(msg.hold_s)
@@ -135,7 +211,8 @@ class RobotService:
     def reset(self, msg: P.Reset) -> P.Observation | Later:
         """Start a reset; stepped runtimes finish it before returning."""
         self.check_cameras(msg.cameras)
-        snap = self.runtime.snapshot()
+        self.check_control()
+        snap = self.snapshot()
         if snap.mode == Mode.REFLEX:
             raise SafetyViolation(f"arm is holding after a safety reflex ({snap.fault_message()}); "
                                   "send clear_error before reset", code="reflex_active")
@@ -188,19 +265,28 @@ class RobotService:
         return goal
 
     def clear_error(self, msg: P.ClearError) -> P.Observation:
+        self.check_control()
         self.runtime.submit(ClearErrorCommand())
         if not self.realtime:
             self.runtime.advance(0.001)
         else:
             deadline = time.monotonic() + 0.5
-            while self.runtime.snapshot().mode == Mode.REFLEX and time.monotonic() < deadline:
+            while self.snapshot().mode == Mode.REFLEX and time.monotonic() < deadline:
                 time.sleep(0.001)
         return self.observation(msg.seq, ())
 
     def set_params(self, msg: P.SetParams) -> P.Ok:
+        """Apply new gains and tighter limits; a limit wider than the task file's is refused."""
+        self.check_control()
         gains = from_dict(ImpedanceGains, {**to_dict(self.gains), **(msg.gains or {})}, where="gains")
         box = from_dict(WorkspaceBox, {**to_dict(self.box), **(msg.workspace or {})}, where="workspace")
         limits = from_dict(CommandLimits, {**to_dict(self.limits), **(msg.limits or {})}, where="limits")
+        wider = widened_limit(self.outer_box, self.outer_limits, box, limits)
+        if wider is not None:
+            where = self.task.source or f"task {self.task.name}"
+            raise SafetyViolation(f"set_params may only tighten limits: {wider}, the limit set in {where}. "
+                                  "To widen it, edit that file on the robot PC and restart robot-rl serve",
+                                  code="limit_widened")
         self.gains, self.box, self.limits = gains, box, limits
         self.runtime.submit(ParamsCommand(gains=gains, box=box, limits=limits))
         if not self.realtime:
@@ -211,12 +297,18 @@ class RobotService:
     # ---- observations ------------------------------------------------------------------------
 
     def observation(self, seq: int, cameras: tuple[str, ...], snap: Snapshot | None = None) -> P.Observation:
-        """State of the newest tick (all floats but the simulator state) plus the named frames."""
-        snap = snap or self.runtime.snapshot()
+        """State of the newest tick (all floats but the simulator state) plus the named frames.
+        When the control loop is dead: its last state, mode "fault", the cause in `fault`."""
+        snap = snap or self.snapshot()
         names, sizes, length = self._state_layout(snap)
+        if self.control_fault is not None:
+            mode, fault = "fault", f"control loop not running: {self.control_fault}"
+        else:
+            mode = _MODE_NAMES.get(snap.int("mode"), "fault")
+            fault = snap.fault_message() if snap.int("fault") else ""
         state = P.RobotState(
-            tick=snap.tick, t_capture_ns=snap.t_capture_ns, mode=_MODE_NAMES[snap.int("mode")],
-            fault=snap.fault_message() if snap.int("fault") else "", command_seq=snap.int("command_seq"),
+            tick=snap.tick, t_capture_ns=snap.t_capture_ns, mode=mode,
+            fault=fault, command_seq=snap.int("command_seq"),
             target_clipped=bool(snap.int("target_clipped")), watchdog_trips=snap.int("watchdog_trips"),
             names=names, sizes=sizes, values=snap.floats[:length])
         frames: tuple[P.CameraFrame, ...] = ()

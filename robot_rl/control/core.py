@@ -12,6 +12,7 @@ appends to a deque), `events()` is drained by the server thread.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from robot_rl.control.commands import (
     TargetCommand,
 )
 from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawState
+from robot_rl.control.safety import widened_limit
 from robot_rl.control.snapshot import (
     FAULT_TEXT,
     Fault,
@@ -39,11 +41,21 @@ from robot_rl.control.snapshot import (
 from robot_rl.control.trajectory import JointSegment, PoseSegment
 from robot_rl.drivers.arm import ArmBackend, ArmReading
 
+log = logging.getLogger(__name__)
+
 Ticks = Iterator[np.ndarray | None]
+
+MAX_FAILED_TICKS = 1000
+"""Consecutive ticks whose control step raised before the loop gives up (1 s at 1 kHz): each of
+them still brakes with damping, but a step that never recovers is a loop that must be restarted."""
 
 _STILL_M2_PER_S2 = 0.003 ** 2
 _STILL_RAD2_PER_S2 = 0.03 ** 2
 """Braking ends (and the hold pose is fixed) below 3 mm/s and 0.03 rad/s."""
+
+
+class ControlStepFailed(RuntimeError):
+    """The control step and its damping fallback both failed: the loop must stop."""
 
 
 @dataclass
@@ -80,6 +92,7 @@ class ControlCore:
         self._state_lo = np.concatenate((self._q_min + self.config.joint_limit_margin_rad, -self._dq_reflex))
         self._state_hi = np.concatenate((self._q_max - self.config.joint_limit_margin_rad, self._dq_reflex))
         self._gain_targets = GainTargets.of(self.config.gains)
+        self._outer_box, self._outer_limits = self.config.box, self.config.limits
         self._reset_law = replace(self.config.law, max_tcp_speed_m_per_s=max(
             self.config.law.max_tcp_speed_m_per_s, 1.2 * self.config.reset.speed_m_per_s))
         self._law: LawState | None = None
@@ -99,6 +112,8 @@ class ControlCore:
         self._last_tau = np.zeros(self.spec.n_joints)
         self._reading: ArmReading | None = None
         self._braking = False
+        self._failed_ticks = 0
+        self._failures_logged = 0
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -115,19 +130,35 @@ class ControlCore:
 
     # ---- control thread only ------------------------------------------------------------------
 
-    def step(self, *, publish: bool = True) -> ArmReading:
+    def step(self, *, publish: bool = True) -> ArmReading | None:
         """One tick: read the arm, apply commands, compute and send torques, write the snapshot.
 
         `publish=False` skips the snapshot (stepped runtimes publish only the last tick of an
         `advance`, since nobody can read in between); safety trackers still update every tick.
+
+        Total: a step that raises (a bug, a backend hiccup) does not end the loop. The tick then
+        brakes with damping only and the arm enters REFLEX with `Fault.INTERNAL`; the next tick
+        tries the normal step again.
+
+        Raises:
+            ControlStepFailed: the damping brake itself failed, or MAX_FAILED_TICKS steps in a
+                row raised: the loop must stop (a real arm's own watchdog then stops it).
         """
+        try:
+            reading = self._step(publish)
+        except Exception as exc:
+            return self._fail_safe(exc)
+        self._failed_ticks = 0
+        return reading
+
+    def _step(self, publish: bool) -> ArmReading:
         reading = self.backend.read()
         self._reading = reading
         self._now_ns = reading.t_capture_ns
         if self._law is None:
             self._hold_at(reading, gains=self.config.gains)
         while self._inbox:
-            if self._apply(self._inbox.popleft(), reading):
+            if self._apply_contained(self._inbox.popleft(), reading):
                 reading = self.backend.read()  # the simulator state jumped (teleport)
                 self._reading = reading
         if self._mode != Mode.REFLEX:
@@ -167,6 +198,62 @@ class ControlCore:
         return reading
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _fail_safe(self, exc: Exception) -> ArmReading | None:
+        """Brake with joint damping alone (plus gravity), enter REFLEX, publish; see `step`."""
+        self._failed_ticks += 1
+        if self._failures_logged < 3 or self._failed_ticks == MAX_FAILED_TICKS:
+            self._failures_logged += 1
+            log.error("control step failed (%d in a row): %s: %s; braking with damping only",
+                      self._failed_ticks, type(exc).__name__, exc, exc_info=self._failures_logged == 1)
+        if self._failed_ticks >= MAX_FAILED_TICKS:
+            raise ControlStepFailed(f"the control step failed {self._failed_ticks} ticks in a row "
+                                    f"(last: {type(exc).__name__}: {exc})") from exc
+        try:
+            try:
+                reading = self.backend.read()
+            except Exception:
+                if self._reading is None:
+                    raise
+                reading = self._reading  # brake on the last good sample rather than not at all
+            _, d = self.config.joint_gains.vectors()
+            prev = self._law.prev_tau_nm if self._law is not None else np.zeros(self.spec.n_joints)
+            tau, remembered = impedance.limit_torque(-d * reading.dq_rad_per_s, prev, reading.gravity_nm,
+                                                     self.config.law)
+            self.backend.write_torque(tau)
+            self._last_tau = tau
+            self._reading = reading
+            if self._reset is not None:
+                self._events.append(CoreEvent("reset_failed", self._reset.request_id,
+                                              f"the control step failed: {type(exc).__name__}"))
+            self._reset = None
+            self._braking = False
+            self._fault, self._fault_value, self._mode = Fault.INTERNAL, float(self._failed_ticks), Mode.REFLEX
+            self._target = reading.pose_base_tcp.copy()
+            if self._law is not None:
+                self._law = self._law._replace(ref_pose=self._target.copy(), prev_tau_nm=remembered)
+            self._tick += 1
+            self._write_snapshot(reading)
+            return reading
+        except Exception as brake_exc:
+            raise ControlStepFailed(f"the control step failed ({type(exc).__name__}: {exc}) and so did the "
+                                    f"damping brake ({type(brake_exc).__name__}: {brake_exc})") from brake_exc
+
+    def _apply_contained(self, cmd: object, reading: ArmReading) -> bool:
+        """`_apply`, but a command that raises is dropped (its reset fails) and the arm holds."""
+        try:
+            return self._apply(cmd, reading)
+        except Exception as exc:
+            log.error("control core could not apply %s: %s: %s; holding", type(cmd).__name__, type(exc).__name__, exc)
+            if isinstance(cmd, ResetCommand):
+                self._events.append(CoreEvent("reset_failed", cmd.request_id, f"{type(exc).__name__}: {exc}"))
+                if self._reset is not None and self._reset.request_id == cmd.request_id:
+                    self._reset = None
+                self._gain_targets = GainTargets.of(self.config.gains)
+            if self._mode in (Mode.MOVING, Mode.TRACK):
+                self._mode = Mode.HOLD
+            self._hold_at(reading)
+            return True  # read again: a failed teleport may have moved the simulated arm part way
 
     def _hold_at(self, reading: ArmReading, *, gains: ImpedanceGains | None = None) -> None:
         """Hold the measured pose: the spring force vanishes at once, damping brakes the arm."""
@@ -220,8 +307,10 @@ class ControlCore:
                 self._mode = Mode.HOLD
                 self._hold_at(reading)
         elif isinstance(cmd, ParamsCommand):
-            self.config = replace(self.config, gains=cmd.gains or self.config.gains,
-                                  box=cmd.box or self.config.box, limits=cmd.limits or self.config.limits)
+            box, limits = cmd.box or self.config.box, cmd.limits or self.config.limits
+            if widened_limit(self._outer_box, self._outer_limits, box, limits) is not None:
+                return False  # the server refuses these; the loop never widens its start-up limits
+            self.config = replace(self.config, gains=cmd.gains or self.config.gains, box=box, limits=limits)
             if self._mode != Mode.MOVING:
                 self._gain_targets = GainTargets.of(self.config.gains)
         else:  # pragma: no cover - internal misuse
@@ -352,9 +441,18 @@ class ControlCore:
 
     def _write_snapshot(self, reading: ArmReading) -> None:
         b, s = self.buffer, self._slices
+        # Everything that can fail is done before the lock is taken, and the lock is released
+        # whatever happens: a reader must never wait on a writer that raised mid-write.
+        ints = np.array((self._tick, reading.t_capture_ns, int(self._mode), int(self._fault), self._command_seq,
+                         self._reset_id_done, int(self._target_clipped), self._watchdog_trips), dtype=np.int64)
         b.begin()
-        b.ints[1:] = (self._tick, reading.t_capture_ns, int(self._mode), int(self._fault), self._command_seq,
-                      self._reset_id_done, int(self._target_clipped), self._watchdog_trips)
+        try:
+            self._fill_snapshot(b, s, ints, reading)
+        finally:
+            b.commit()
+
+    def _fill_snapshot(self, b: SnapshotBuffer, s: dict[str, slice], ints: np.ndarray, reading: ArmReading) -> None:
+        b.ints[1:] = ints
         f = b.floats
         f[s["q"]] = reading.q_rad
         f[s["dq"]] = reading.dq_rad_per_s
@@ -369,4 +467,3 @@ class ControlCore:
         if self.scene is not None:
             self.scene.write_privileged(self._priv_views)
             self.scene.write_sim_state(f[s["sim_state"]])
-        b.commit()

@@ -9,7 +9,12 @@
   by side; the process runtime is the default for real-time serving (see README for figures).
 
 All runtimes offer the same calls to the server (one thread: the server's): `submit`,
-`snapshot`, `events`, `advance`, `wait_event`, `stats`, `close`.
+`snapshot`, `events`, `advance`, `wait_event`, `stats`, `check_alive`, `restart`, `close`.
+
+Supervision: a loop that dies (an exception the core's damping fallback could not absorb, a
+crash, SIGKILL) makes `check_alive()` raise `ControlLoopDied` naming the cause; the server then
+refuses motion and reports a fault until an operator's `restart()` starts a fresh loop on the
+same snapshot buffer, holding the arm where it is.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import gc
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +54,10 @@ SPIN_NS = 300_000
 class BackendFactory(Protocol):
     """Picklable recipe that builds the arm backend (and scene hooks) inside the control process."""
 
-    def build(self, *, realtime: bool) -> tuple[ArmBackend, SceneHooks | None]:
+    def build(self, *, realtime: bool, resume_sim_state: np.ndarray | None = None
+              ) -> tuple[ArmBackend, SceneHooks | None]:
+        """`resume_sim_state`: a simulated backend restarted after its control loop died starts
+        from this state (the last snapshot's `sim_state`) at rest; real arms are where they are."""
         ...
 
     def layout(self) -> SnapshotLayout:
@@ -168,25 +177,40 @@ class SteppedRuntime(_InProcessRuntime):
     realtime = False
 
     def __init__(self, factory: BackendFactory, config: CoreConfig) -> None:
-        backend, scene = factory.build(realtime=False)
+        self._factory, self._config = factory, config
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
-        self.core = ControlCore(backend, config, scene=scene, buffer=self.shared.buffer)
         self.tick_s = config.law.tick_s
+        self._error: str | None = None
+        self._start(None)
+
+    def _start(self, resume_sim_state: np.ndarray | None) -> None:
+        backend, scene = self._factory.build(realtime=False, resume_sim_state=resume_sim_state)
+        self.core = ControlCore(backend, self._config, scene=scene, buffer=self.shared.buffer)
         self.core.step()  # one tick so a snapshot exists
 
+    def _tick(self, *, publish: bool) -> None:
+        self.check_alive()
+        try:
+            self.core.step(publish=publish)
+        except Exception as exc:
+            self._error = f"{type(exc).__name__}: {exc}"
+            log.error("control loop stopped: %s", self._error)
+            raise ControlLoopDied(f"control loop stopped: {self._error}") from exc
+
     def submit(self, command: object) -> None:
+        self.check_alive()
         self.core.submit(command)
 
     def advance(self, duration_s: float) -> None:
         n = int(round(duration_s / self.tick_s))
         for i in range(n):
-            self.core.step(publish=i == n - 1)
+            self._tick(publish=i == n - 1)
 
     def wait_event(self, timeout_s: float) -> list[CoreEvent]:
         """Tick until the core emits an event or `timeout_s` of simulated time passes."""
         for _ in range(int(timeout_s / self.tick_s)):
-            self.core.step(publish=False)  # a tick that emits an event publishes anyway
+            self._tick(publish=False)  # a tick that emits an event publishes anyway
             events = self.core.events()
             if events:
                 return events
@@ -196,7 +220,15 @@ class SteppedRuntime(_InProcessRuntime):
         return None
 
     def check_alive(self) -> None:
-        """Stepped runtimes cannot die behind the caller's back."""
+        if self._error is not None:
+            raise ControlLoopDied(f"control loop stopped: {self._error}")
+
+    def restart(self, resume_sim_state: np.ndarray | None = None) -> None:
+        """A fresh core (and backend) after the loop died, from `resume_sim_state` on the twin."""
+        _close_quietly(self.core.backend)
+        self.shared.buffer.clear()
+        self._start(resume_sim_state)
+        self._error = None
 
     def close(self) -> None:
         self.core.backend.close()
@@ -210,17 +242,30 @@ class ThreadRuntime(_InProcessRuntime):
     realtime = True
 
     def __init__(self, factory: BackendFactory, config: CoreConfig, *, rt_priority: int | None = None) -> None:
-        backend, scene = factory.build(realtime=True)
+        self._factory, self._config = factory, config
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
-        self.core = ControlCore(backend, config, scene=scene, buffer=self.shared.buffer)
         self._rt_priority = rt_priority
+        self._recorder = _TickRecorder()
+        self._start(None)
+
+    def _start(self, resume_sim_state: np.ndarray | None) -> None:
+        backend, scene = self._factory.build(realtime=True, resume_sim_state=resume_sim_state)
+        self.core = ControlCore(backend, self._config, scene=scene, buffer=self.shared.buffer)
         self._stop = False
         self._error: BaseException | None = None
-        self._recorder = _TickRecorder()
         self._thread = threading.Thread(target=self._run, name="robot_rl-control-1kHz", daemon=True)
         self._thread.start()
         _wait_first_snapshot(self.core.buffer, self.check_alive)
+
+    def restart(self, resume_sim_state: np.ndarray | None = None) -> None:
+        """A fresh loop (and backend) on the same snapshot buffer after the old one died."""
+        self._stop = True
+        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():
+            raise ControlLoopDied("the old control thread did not stop within 2 s; restart the server")
+        self.shared.buffer.clear()
+        self._start(resume_sim_state)
 
     def _run(self) -> None:
         try:
@@ -229,10 +274,10 @@ class ThreadRuntime(_InProcessRuntime):
             _paced_loop(self.core, lambda: self._stop, self._recorder, lambda: None,
                         paced_by_hardware=self.core.spec.paced_by_hardware, own_gc=False)
         except BaseException as exc:
-            log.exception("control loop stopped")
+            log.error("control loop stopped: %s: %s", type(exc).__name__, exc)
             self._error = exc
         finally:
-            self.core.backend.close()
+            _close_quietly(self.core.backend)
 
     def submit(self, command: object) -> None:
         self.check_alive()
@@ -259,7 +304,8 @@ class ThreadRuntime(_InProcessRuntime):
 
     def check_alive(self) -> None:
         if self._error is not None or not self._thread.is_alive():
-            raise ControlLoopDied(f"control thread stopped: {self._error!r}")
+            why = f"{type(self._error).__name__}: {self._error}" if self._error is not None else "it exited"
+            raise ControlLoopDied(f"control thread stopped ({why})")
 
     def close(self) -> None:
         self._stop = True
@@ -267,6 +313,14 @@ class ThreadRuntime(_InProcessRuntime):
         if not self._thread.is_alive():
             self.core = None
             self.shared.close()
+
+
+def _close_quietly(backend: ArmBackend) -> None:
+    """Close a backend whose loop died; a failure to close must not stop the restart."""
+    try:
+        backend.close()
+    except Exception as exc:
+        log.warning("closing the old arm backend failed: %s: %s", type(exc).__name__, exc)
 
 
 def _set_fifo(priority: int) -> bool:
@@ -298,12 +352,13 @@ _RESET_STATS = "reset_stats"
 _STOP = "stop"
 
 
-def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn, rt_priority: int | None) -> None:
+def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn, rt_priority: int | None,
+                resume_sim_state: np.ndarray | None = None) -> None:
     """Entry point of the control process: build the backend here, then tick until told to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s control[%(process)d] %(levelname)s %(message)s")
     if rt_priority is not None:
         _set_fifo(rt_priority)
-    backend, scene = factory.build(realtime=True)
+    backend, scene = factory.build(realtime=True, resume_sim_state=resume_sim_state)
     buffer, shm = attach_snapshot(shm_name, factory.layout())  # the parent created it and unlinks it
     core = ControlCore(backend, config, scene=scene, buffer=buffer)
     recorder = _TickRecorder()
@@ -328,6 +383,8 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
             # then stops it; libfranka after 20 missed packets).
             log.error("server process is gone; stopping the control loop")
             state["stop"] = True
+        except Exception as exc:  # a message the pipe could not unpickle: drop it, keep ticking
+            log.error("control process dropped a message from the server: %s: %s", type(exc).__name__, exc)
 
     try:
         _paced_loop(core, lambda: state["stop"], recorder, on_tick, paced_by_hardware=backend.spec.paced_by_hardware,
@@ -353,24 +410,53 @@ class ProcessRuntime:
 
     def __init__(self, factory: BackendFactory, config: CoreConfig, *, rt_priority: int | None = None,
                  start_timeout_s: float = 60.0) -> None:
+        self._factory, self._config, self._rt_priority = factory, config, rt_priority
+        self._start_timeout_s = start_timeout_s
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
         self._buffer = self.shared.buffer
+        self._start(None)
+
+    def _start(self, resume_sim_state: np.ndarray | None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(target=_child_main, name="robot_rl-control",
-                                 args=(factory, config, self.shared.name, child_conn, rt_priority), daemon=True)
+                                 args=(self._factory, self._config, self.shared.name, child_conn, self._rt_priority,
+                                       resume_sim_state), daemon=True)
         self._proc.start()
+        child_conn.close()  # the child holds its end: EOF here when it dies
+        log.info("control loop runs in process %d", self._proc.pid)
         self._pending: list[object] = []
-        _wait_first_snapshot(self._buffer, self.check_alive, start_timeout_s)
+        _wait_first_snapshot(self._buffer, self.check_alive, self._start_timeout_s)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the control process."""
+        return self._proc.pid
 
     def check_alive(self) -> None:
         if not self._proc.is_alive():
-            raise ControlLoopDied(f"control process exited with code {self._proc.exitcode}; see its log above")
+            code = self._proc.exitcode
+            how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                   and -code in signal.valid_signals() else f"exited with code {code}")
+            raise ControlLoopDied(f"the control process (pid {self._proc.pid}) {how}")
+
+    def restart(self, resume_sim_state: np.ndarray | None = None) -> None:
+        """A fresh control process on the same snapshot segment after the old one died."""
+        if self._proc.is_alive():
+            raise ControlLoopDied("the control process is still running; restart refused")
+        self._proc.join(timeout=1.0)
+        self._conn.close()
+        self._buffer.clear()  # a process killed mid-write leaves the sequence lock odd
+        self._start(resume_sim_state)
 
     def submit(self, command: object) -> None:
         self.check_alive()
-        self._conn.send(command)
+        try:
+            self._conn.send(command)
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+            self.check_alive()
+            raise ControlLoopDied(f"the control process stopped reading commands ({exc})") from exc
 
     def snapshot(self) -> Snapshot:
         snap = self._buffer.read()
@@ -378,8 +464,12 @@ class ProcessRuntime:
         return snap
 
     def _drain(self) -> None:
-        while self._conn.poll():
-            self._pending.append(self._conn.recv())
+        try:
+            while self._conn.poll():
+                self._pending.append(self._conn.recv())
+        except (EOFError, OSError) as exc:
+            self.check_alive()
+            raise ControlLoopDied(f"lost the pipe to the control process ({exc!r})") from exc
 
     def events(self) -> list[CoreEvent]:
         self._drain()

@@ -141,7 +141,51 @@ def target_from_delta(pose_now: np.ndarray, delta_base: np.ndarray, box: Workspa
     q = rotations.qnormalize(rotations.qmul(rotations.qfrom_rotvec(rx, ry, rz),
                                             (float(pose_now[3]), float(pose_now[4]), float(pose_now[5]),
                                              float(pose_now[6]))))
-    return box.clip((pose_now[0] + dx, pose_now[1] + dy, pose_now[2] + dz, *q))
+    target, clipped = box.clip((pose_now[0] + dx, pose_now[1] + dy, pose_now[2] + dz, *q))
+    if clipped:
+        # Clipping pulls the target toward the box, which can be far from an arm that is outside
+        # it (at start-up, or pushed out): the step limit holds for the target actually sent.
+        far_m = math.dist(target[:3], pose_now[:3])
+        if far_m > limits.max_step_m + _STEP_SLACK:
+            why = box.violation(pose_now)
+            raise SafetyViolation(
+                f"the box-clipped target is {far_m:.4f} m from the current pose, more than max_step_m "
+                f"{limits.max_step_m} m{f' (the arm is outside the box: {why})' if why else ''}; "
+                "send reset to bring the arm into the workspace", code="step_too_large")
+        far_rad = rotations.quat_angle(target[3:], np.asarray(pose_now[3:], dtype=np.float64))
+        if far_rad > limits.max_step_rad + _STEP_SLACK:
+            raise SafetyViolation(
+                f"the box-clipped target is {far_rad:.4f} rad from the current orientation, more than "
+                f"max_step_rad {limits.max_step_rad} rad; send reset to bring the arm into the workspace",
+                code="step_too_large")
+    return target, clipped
+
+
+_STEP_SLACK = 1e-9
+
+
+def widened_limit(outer_box: WorkspaceBox, outer_limits: CommandLimits, box: WorkspaceBox,
+                  limits: CommandLimits) -> str | None:
+    """None if `box` and `limits` are at least as tight as the outer ones, else the first limit
+    they widen, as `"workspace.max_m[0] = 5.0 is wider than 0.68"`. Outer limits come from the
+    task file: runtime requests may only tighten them (as a robot's own safety configuration
+    cannot be changed from the client)."""
+    for i in range(3):
+        if box.min_m[i] < outer_box.min_m[i]:
+            return f"workspace.min_m[{i}] = {box.min_m[i]} m is wider than {outer_box.min_m[i]} m"
+        if box.max_m[i] > outer_box.max_m[i]:
+            return f"workspace.max_m[{i}] = {box.max_m[i]} m is wider than {outer_box.max_m[i]} m"
+        if box.rot_bound_rad[i] > outer_box.rot_bound_rad[i]:
+            return f"workspace.rot_bound_rad[{i}] = {box.rot_bound_rad[i]} rad is wider than {outer_box.rot_bound_rad[i]} rad"
+    if tuple(box.nominal_quat_wxyz) != tuple(outer_box.nominal_quat_wxyz):
+        return (f"workspace.nominal_quat_wxyz = {list(box.nominal_quat_wxyz)} moves the rotation bounds "
+                f"away from {list(outer_box.nominal_quat_wxyz)}")
+    for name, unit in (("max_step_m", "m"), ("max_step_rad", "rad"), ("max_contact_force_n", "N"),
+                       ("watchdog_s", "s"), ("max_hold_s", "s")):
+        new, old = getattr(limits, name), getattr(outer_limits, name)
+        if new > old:
+            return f"limits.{name} = {new} {unit} is wider than {old} {unit}"
+    return None
 
 
 def check_absolute_target(pose_now: np.ndarray, target: np.ndarray, box: WorkspaceBox,

@@ -37,6 +37,8 @@ class Fault(IntEnum):
     JOINT_VELOCITY = 2
     JOINT_LIMIT = 3
     BACKEND = 4
+    INTERNAL = 5
+    """The control step raised; the loop switched to a damping-only brake (see the robot PC's log)."""
 
 
 FAULT_TEXT = {
@@ -45,6 +47,8 @@ FAULT_TEXT = {
     Fault.JOINT_VELOCITY: "joint speed {value:.2f} rad/s exceeded the joint velocity limit",
     Fault.JOINT_LIMIT: "joint position came within {value:.3f} rad of its limit",
     Fault.BACKEND: "the arm backend reported an error",
+    Fault.INTERNAL: "the control step failed {value:.0f} time(s) in a row and braked with damping only; "
+                    "see the robot PC's log, then send clear_error",
 }
 
 _INT_FIELDS = ("lock", "tick", "t_capture_ns", "mode", "fault", "command_seq", "reset_id_done",
@@ -156,6 +160,12 @@ class SnapshotBuffer:
 
     def commit(self) -> None:
         self.ints[0] += 1  # even: consistent
+
+    def clear(self) -> None:
+        """Forget everything (lock even, tick 0: "no snapshot yet"), for a restarted writer. The
+        old writer must be gone: it may have died mid-write and left the lock odd."""
+        self.ints[:] = 0
+        self.floats[:] = 0.0
 
     def read(self, *, timeout_s: float = 0.05) -> Snapshot | None:
         deadline = time.monotonic() + timeout_s

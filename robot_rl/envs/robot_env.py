@@ -16,7 +16,9 @@ force (3: N), torque (3: N·m) — base frame, float32 — and `images` {camera:
 `privileged_obs=True` adds the twin's object state (e.g. cube pose) for state-based learning.
 
 Reward: 1.0 on the step the task succeeds (twin ground truth), which terminates the episode;
-truncated at `episode_steps` or when a safety reflex stops the arm (`info["reflex"]`).
+truncated at `episode_steps`, when a safety reflex stops the arm (`info["reflex"]`), or when the
+robot PC's watchdog held the arm because this process went silent (`info["watchdog_hold"]`: the
+step's command was not applied, and the transition does not follow from the action).
 `info` carries the round-trip time, capture timestamps and frame ages.
 """
 
@@ -174,12 +176,15 @@ class RobotEnv(gym.Env):
         success = bool(obs.state.privileged["success"][0]) if "success" in obs.state.privileged else False
         reward = 1.0 if (success and self.task.reward.type == "twin_success") else 0.0
         reflex = obs.state.mode == "reflex"
+        held = obs.state.mode == "watchdog_hold"
         terminated = success and self.task.reward.type == "twin_success"
-        truncated = (self._steps >= self.task.episode_steps or reflex) and not terminated
+        truncated = (self._steps >= self.task.episode_steps or reflex or held) and not terminated
         info = self._info(obs)
         info["success"] = success
         if reflex:
             info["reflex"] = obs.state.fault
+        if held:
+            info["watchdog_hold"] = True
         return self._observation(obs), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -120,6 +120,20 @@ class TwinArm:
         self._stepped1 = False
         self._wrench = np.zeros(6)
 
+    def resume(self, sim_state: np.ndarray) -> None:
+        """Put the scene back as a dead control loop's last snapshot had it (qpos, mocap), at rest,
+        the fingers holding their opening: a restarted twin holds the arm where it was."""
+        d = self.data
+        sc.load_sim_state(self.model, d, sim_state)
+        d.qvel[:] = 0.0
+        d.ctrl[:] = 0.0
+        half = float(np.clip(d.qpos[self._finger_qadr].mean(), 0.0, self.spec.gripper_max_width_m / 2))
+        d.ctrl[self._grip_act] = self._grip_target = half
+        d.qacc_warmstart[:] = 0.0
+        mujoco.mj_forward(self.model, d)
+        self._stepped1 = False
+        self._wrench = np.zeros(6)
+
     def reset_peaks(self) -> None:
         self.peak_robot_contact_force_n = 0.0
 

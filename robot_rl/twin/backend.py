@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mujoco
+import numpy as np
 
 from robot_rl.control.commands import CoreConfig
 from robot_rl.control.snapshot import SnapshotLayout
@@ -30,12 +31,17 @@ class TwinBackend:
     initial_seed: int = 0
     """Seed of the scene layout at start-up (before the first reset)."""
 
-    def build(self, *, realtime: bool) -> tuple[TwinArm, TwinTask]:
+    def build(self, *, realtime: bool, resume_sim_state: np.ndarray | None = None) -> tuple[TwinArm, TwinTask]:
         model = sc.build_model(scene_source(self.task))
         data = mujoco.MjData(model)
         arm = TwinArm(model, data, clock="wall" if realtime else "sim")
         hooks = make_task(self.task.twin, model, data, arm)
         hooks.reset_scene(self.initial_seed)
+        if resume_sim_state is not None:
+            if resume_sim_state.shape != (hooks.sim_state_size,):
+                raise ConfigError(f"cannot resume the twin from a state of shape {resume_sim_state.shape}; "
+                                  f"this scene's state has {hooks.sim_state_size} entries")
+            arm.resume(resume_sim_state)
         return arm, hooks
 
     def arm_spec(self) -> ArmSpec:

@@ -46,6 +46,7 @@ def test_curve_server_accepts_only_authorized_clients(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     try:
         with BridgeClient(address, keys_dir=tmp_path / "keys", timeout_s=5.0) as ok:
+            ok.reset(seed=0)
             obs = ok.step(np.zeros(6), hold_s=0.01)
             assert obs.state.mode == "track"
         with pytest.raises(BridgeTimeout, match="CurveZMQ keys"):

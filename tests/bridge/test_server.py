@@ -138,14 +138,18 @@ def test_monitor_cannot_move_the_arm(server, client):
     client.step(np.zeros(6))  # the control client keeps control
 
 
-def test_newest_control_client_takes_over(server, client):
-    newer = BridgeClient(server.address, name="newer")
+def test_second_control_client_needs_take_control(server, client):
+    with pytest.raises(BridgeRemoteError) as err:
+        BridgeClient(server.address, name="by mistake")
+    assert err.value.code == "control_held" and "'test' holds the arm" in str(err.value)
+    client.step(np.zeros(6))  # the holder was not disturbed
+    newer = BridgeClient(server.address, name="newer", take_control=True)
     newer.step(np.zeros(6))
     with pytest.raises(BridgeRemoteError) as err:
         client.step(np.zeros(6))
     assert err.value.code == "control_taken"
-    newer.close()
-    BridgeClient(server.address, name="again").close()  # give control back for other tests
+    newer.close()  # says bye: the arm is free again
+    BridgeClient(server.address, name="again").close()
 
 
 def test_req_socket_clients_work(server):

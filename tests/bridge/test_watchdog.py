@@ -63,6 +63,6 @@ def test_arm_stops_when_the_client_dies(serve_process):
     assert final.watchdog_trips >= 1
     print(f"\narm below {STILL_M_PER_S} m/s {stop_s * 1e3:.0f} ms after kill -9 (watchdog {watchdog_s} s)")
     # A new controlling client resumes control.
-    with server.client(name="rescuer") as rescuer:
+    with server.client(name="rescuer", take_control=True) as rescuer:
         assert rescuer.step(np.zeros(6), hold_s=0.05).state.mode == "track"
     monitor.close()

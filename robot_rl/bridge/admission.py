@@ -1,0 +1,79 @@
+"""What clients other than the controller may cost the robot server: token buckets of handler time.
+
+The control client is never charged. Every other routing id (monitors, strangers, garbage) has a
+bucket of server-thread seconds, refilled at `per_client_s_per_s`, and all of them together share
+one more at `all_others_s_per_s`. A request arriving at an empty bucket is dropped before it is
+decoded, which costs a few microseconds, so a flood of any content cannot take more than that
+share of the thread that serves the controller.
+
+Threading: the server thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    per_client_s_per_s: float = 0.1
+    """Server-thread seconds per second one non-controlling client may use (10 %)."""
+    all_others_s_per_s: float = 0.25
+    """Server-thread seconds per second all non-controlling clients together may use (25 %)."""
+    burst_s: float = 0.1
+    """Bucket size: how much a quiet client may spend at once."""
+
+    def __post_init__(self) -> None:
+        for name in ("per_client_s_per_s", "all_others_s_per_s", "burst_s"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+
+
+class _Bucket:
+    __slots__ = ("tokens_ns", "t_ns")
+
+    def __init__(self, tokens_ns: float, t_ns: int) -> None:
+        self.tokens_ns = tokens_ns
+        self.t_ns = t_ns
+
+
+MAX_BUCKETS = 4096
+"""Buckets kept; a full bucket carries no information, so the stalest are dropped first."""
+
+
+class Admission:
+    """See the module docstring. `admit` before handling a request, `charge` its cost after."""
+
+    def __init__(self, config: AdmissionConfig = AdmissionConfig()) -> None:
+        self.config = config
+        self._burst_ns = config.burst_s * 1e9
+        self._buckets: dict[bytes, _Bucket] = {}
+        self._all = _Bucket(self._burst_ns, 0)
+        self.dropped = 0
+        """Requests refused so far."""
+
+    def _refill(self, b: _Bucket, rate: float, now_ns: int) -> None:
+        b.tokens_ns = min(self._burst_ns, b.tokens_ns + (now_ns - b.t_ns) * rate)
+        b.t_ns = now_ns
+
+    def admit(self, key: bytes, now_ns: int) -> bool:
+        """True if `key` may be served now; counts a drop otherwise."""
+        b = self._buckets.get(key)
+        if b is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                for k in sorted(self._buckets, key=lambda k: self._buckets[k].t_ns)[:MAX_BUCKETS // 4]:
+                    del self._buckets[k]
+            b = self._buckets[key] = _Bucket(self._burst_ns, now_ns)
+        self._refill(b, self.config.per_client_s_per_s, now_ns)
+        self._refill(self._all, self.config.all_others_s_per_s, now_ns)
+        if b.tokens_ns > 0 and self._all.tokens_ns > 0:
+            return True
+        self.dropped += 1
+        return False
+
+    def charge(self, key: bytes, cost_ns: int) -> None:
+        """Spend `cost_ns` of server-thread time from `key`'s bucket and the shared one."""
+        b = self._buckets.get(key)
+        if b is not None:
+            b.tokens_ns -= cost_ns
+        self._all.tokens_ns -= cost_ns
