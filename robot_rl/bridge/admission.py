@@ -2,15 +2,18 @@
 
 The control client is never charged. Every other routing id (monitors, strangers, garbage) has a
 bucket of server-thread seconds, refilled at `per_client_s_per_s`, and all of them together share
-one more at `all_others_s_per_s`. A request arriving at an empty bucket is dropped before it is
-decoded, which costs a few microseconds, so a flood of any content cannot take more than that
-share of the thread that serves the controller.
+one more at `all_others_s_per_s`. Their requests wait in one small FIFO per client, served
+round-robin while the buckets allow: a monitor over its share is slowed down, not refused, and a
+flood overflows its own FIFO, whose oldest requests are dropped undecoded (a microsecond each).
+Either way no content, rate or number of sockets takes more than that share of the thread that
+serves the controller.
 
 Threading: the server thread only.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 
@@ -50,14 +53,14 @@ class Admission:
         self._buckets: dict[bytes, _Bucket] = {}
         self._all = _Bucket(self._burst_ns, 0)
         self.dropped = 0
-        """Requests refused so far."""
+        """Requests dropped so far (a client's FIFO overflowed)."""
 
     def _refill(self, b: _Bucket, rate: float, now_ns: int) -> None:
         b.tokens_ns = min(self._burst_ns, b.tokens_ns + (now_ns - b.t_ns) * rate)
         b.t_ns = now_ns
 
     def admit(self, key: bytes, now_ns: int) -> bool:
-        """True if `key` may be served now; counts a drop otherwise."""
+        """True if `key` may be served now (its bucket and the shared one are not empty)."""
         b = self._buckets.get(key)
         if b is None:
             if len(self._buckets) >= MAX_BUCKETS:
@@ -66,10 +69,7 @@ class Admission:
             b = self._buckets[key] = _Bucket(self._burst_ns, now_ns)
         self._refill(b, self.config.per_client_s_per_s, now_ns)
         self._refill(self._all, self.config.all_others_s_per_s, now_ns)
-        if b.tokens_ns > 0 and self._all.tokens_ns > 0:
-            return True
-        self.dropped += 1
-        return False
+        return b.tokens_ns > 0 and self._all.tokens_ns > 0
 
     def charge(self, key: bytes, cost_ns: int) -> None:
         """Spend `cost_ns` of server-thread time from `key`'s bucket and the shared one."""
@@ -77,3 +77,60 @@ class Admission:
         if b is not None:
             b.tokens_ns -= cost_ns
         self._all.tokens_ns -= cost_ns
+
+
+class FairQueue:
+    """Requests of clients other than the controller: a FIFO per client (at most
+    `max_per_client`, oldest dropped first), served round-robin within the `Admission` budgets.
+
+    Args:
+        admission: the budgets; `pop` only returns requests of clients it admits.
+        max_per_client: requests one client may have waiting.
+        max_clients: clients that may have requests waiting; beyond, new clients' requests drop.
+        max_bytes: bytes of requests waiting in all; beyond, new requests drop.
+    """
+
+    def __init__(self, admission: Admission, *, max_per_client: int = 64, max_clients: int = 1024,
+                 max_bytes: int = 32 << 20) -> None:
+        self.admission = admission
+        self.max_per_client = max_per_client
+        self.max_clients = max_clients
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._fifos: OrderedDict[bytes, deque] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self._fifos)
+
+    def push(self, key: bytes, request: list, nbytes: int) -> None:
+        """Queue `request` (its frames, `nbytes` in all) for `key`, or drop it (counted)."""
+        fifo = self._fifos.get(key)
+        if fifo is None:
+            if len(self._fifos) >= self.max_clients:
+                self.admission.dropped += 1
+                return
+            fifo = self._fifos[key] = deque()
+        if len(fifo) >= self.max_per_client:
+            self.nbytes -= fifo.popleft()[1]
+            self.admission.dropped += 1
+        if self.nbytes + nbytes > self.max_bytes:
+            self.admission.dropped += 1
+            if not fifo:
+                del self._fifos[key]
+            return
+        fifo.append((request, nbytes))
+        self.nbytes += nbytes
+
+    def pop(self, now_ns: int) -> tuple[bytes, object] | None:
+        """The next request of a client whose budget allows it (round-robin), or None."""
+        for key in self._fifos:
+            if self.admission.admit(key, now_ns):
+                fifo = self._fifos[key]
+                request, nbytes = fifo.popleft()
+                self.nbytes -= nbytes
+                if fifo:
+                    self._fifos.move_to_end(key)
+                else:
+                    del self._fifos[key]
+                return key, request
+        return None

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from robot_rl.bridge import protocol as P
-from robot_rl.bridge.admission import Admission, AdmissionConfig
+from robot_rl.bridge.admission import Admission, AdmissionConfig, FairQueue
 from robot_rl.bridge.clients import ClientTable
 from robot_rl.bridge.security import (
     ServerKeys,
@@ -48,8 +48,6 @@ SLOW_REQUEST_S = 0.1
 OTHERS_SLICE_NS = 2_000_000
 """Longest stretch the loop spends on other clients' requests before it looks at the
 controller's socket queue, pending replies and the PUB stream again."""
-MAX_QUEUED_OTHERS = 4096
-"""Requests of other clients read but not yet handled; beyond this the oldest are dropped."""
 MAX_REPLY_HWM = 1000
 
 
@@ -145,7 +143,9 @@ class RobotServer:
             self._auth = start_authenticator(self._ctx, keys)
             self._auth_thread = threading.get_ident()
         self.sock = self._ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        # A request frame this large drops its connection (larger than any valid request, which
+        # is refused with `too_large` above MAX_REQUEST_BYTES): no peer can make us buffer more.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_REQUEST_BYTES)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted client may reuse its identity
         self.reply_hwm = reply_hwm(config.reply_queue_bytes, service.camera_sizes)
@@ -170,12 +170,13 @@ class RobotServer:
             self.pub_address = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.clients = ClientTable(ttl_s=config.client_ttl_s, release_s=config.control_release_s)
         self.admission = Admission(config.admission)
-        self._others: collections.deque[list] = collections.deque()
+        self._others = FairQueue(self.admission)
         self._pending: list[_Pending] = []
         self._trips_seen = 0
         self._next_pub_ns = 0
         self._stop = threading.Event()
         self._limiter = _LogLimiter()
+        self._dropped_logged = 0
         self._seen_failures: set[str] = set()
         self.n_requests = 0
         self.n_errors = 0
@@ -203,12 +204,21 @@ class RobotServer:
         self._stop.set()
 
     def poll_once(self) -> None:
-        if self._others or self.sock.poll(self._poll_timeout_ms(), zmq.POLLIN):
+        if self.sock.poll(self._poll_timeout_ms(), zmq.POLLIN):
             self._read_queue()
-            deadline = time.monotonic_ns() + OTHERS_SLICE_NS
-            while self._others and time.monotonic_ns() < deadline:
-                self._handle_other(self._others.popleft())
-                self._read_queue()  # a controller request that arrived meanwhile goes first
+        deadline = time.monotonic_ns() + OTHERS_SLICE_NS
+        while self._others and (now := time.monotonic_ns()) < deadline:
+            nxt = self._others.pop(now)
+            if nxt is None:
+                break  # everyone waiting is over budget: the buckets refill while we poll
+            key, frames = nxt
+            self._handle(frames)
+            self.admission.charge(key, time.monotonic_ns() - now)
+            self._read_queue()  # a controller request that arrived meanwhile goes first
+        if self.admission.dropped > self._dropped_logged and self._limiter.allow("admission") is not None:
+            log.warning("dropped %d requests of clients over their share of the server so far (flooding?)",
+                        self.admission.dropped)
+            self._dropped_logged = self.admission.dropped
         if self.service.realtime:
             self._service_realtime()
 
@@ -220,28 +230,16 @@ class RobotServer:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if controller is not None and frames[0].bytes == controller:
+            key = frames[0].bytes
+            if controller is not None and key == controller:
                 self._handle(frames)
                 controller = self.clients.controller
             else:
-                if len(self._others) >= MAX_QUEUED_OTHERS:
-                    self._others.popleft()
-                    self.admission.dropped += 1
-                self._others.append(frames)
-
-    def _handle_other(self, frames: list) -> None:
-        key = frames[0].bytes
-        now = time.monotonic_ns()
-        if not self.admission.admit(key, now):
-            n = self._limiter.allow("admission")
-            if n is not None:
-                log.warning("dropping requests of clients over their share of the server (%d dropped so far)",
-                            self.admission.dropped)
-            return
-        self._handle(frames)
-        self.admission.charge(key, time.monotonic_ns() - now)
+                self._others.push(key, frames, sum(f.buffer.nbytes for f in frames))
 
     def _poll_timeout_ms(self) -> int:
+        if self._others:
+            return 1  # requests wait for their budget to refill
         if not self.service.realtime:
             return 100
         now = time.monotonic_ns()

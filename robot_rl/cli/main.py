@@ -76,6 +76,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (config "module:Class", runner "module:function", one-line help)
     "serve": ("robot_rl.bridge.serve:ServeConfig", "robot_rl.bridge.serve:run",
               "Serve an arm and its cameras on the robot bridge (twin today)."),
+    "robot": ("robot_rl.bridge.operator:RobotCommand", "robot_rl.bridge.operator:run",
+              "Operator: status of a robot server, restart-control after a fault, clear-error."),
     "record": ("robot_rl.teleop.record:RecordConfig", "robot_rl.teleop.record:run",
                "Record demo episodes with keyboard, SpaceMouse or a scripted expert."),
     "train": ("robot_rl.learning.train:TrainCommand", "robot_rl.learning.train:run_train",

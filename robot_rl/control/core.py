@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -204,8 +205,11 @@ class ControlCore:
         self._failed_ticks += 1
         if self._failures_logged < 3 or self._failed_ticks == MAX_FAILED_TICKS:
             self._failures_logged += 1
-            log.error("control step failed (%d in a row): %s: %s; braking with damping only",
-                      self._failed_ticks, type(exc).__name__, exc, exc_info=self._failures_logged == 1)
+            # The traceback goes in as text: a record holding the frames would keep this core (and
+            # its views of the shared snapshot) alive for as long as a log handler keeps records.
+            trace = "\n" + "".join(traceback.format_exception(exc)) if self._failures_logged == 1 else ""
+            log.error("control step failed (%d in a row): %s: %s; braking with damping only%s",
+                      self._failed_ticks, type(exc).__name__, exc, trace)
         if self._failed_ticks >= MAX_FAILED_TICKS:
             raise ControlStepFailed(f"the control step failed {self._failed_ticks} ticks in a row "
                                     f"(last: {type(exc).__name__}: {exc})") from exc

@@ -7,6 +7,7 @@ for a reader and a reader never sees a half-written tick. The buffer is either p
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -200,8 +201,14 @@ class SharedSnapshot:
         self.buffer = None  # drop the views before unmapping
         try:
             self._shm.close()
-        except BufferError:  # a Snapshot view still alive somewhere; the unlink below still frees it
-            pass
+        except BufferError:
+            # Views still alive: often only in a reference cycle (a control core kept by the
+            # traceback of the exception that ended its loop), which a collection frees.
+            gc.collect()
+            try:
+                self._shm.close()
+            except BufferError:  # truly still in use; the unlink below still frees the segment
+                pass
         self._shm.unlink()
 
 

@@ -1,7 +1,9 @@
 """10 000 random and adversarial messages against a real-time twin server in its own process.
 
 The server must stay up, answer every bad message with an error, keep the TCP inside the
-workspace box and the contact force within the configured bound, whatever the stream holds.
+workspace box and the contact force within the configured bound, and end with the task file's
+limits in force, whatever the stream holds: integers beyond int64, bad seeds, duplicate cameras,
+attempts to widen limits and to take control from a second connection included.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from collections import Counter
 
 import msgpack
 import numpy as np
+import zmq
 
 from robot_rl.bridge import protocol as P
+from robot_rl.config import to_dict
 from robot_rl.task_spec import load_task
 
 N_MESSAGES = 10_000
@@ -27,9 +31,47 @@ def _raw_command(seq: int, body: dict, arrays: list, bufs: list[bytes]) -> list[
     return [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": "command", "body": base, "arrays": arrays}), *bufs]
 
 
+RESET_AT = (1000, 2000)
+"""Messages replaced by a valid reset (seed 0 as at the start: the cube under the arm again)."""
+INT_EDGES = (2**63, 2**64 - 1, -1)
+"""msgpack's integers reach 2^64 − 1: 2^64 itself cannot be sent."""
+WIDENINGS = ({"workspace": {"max_m": [5.0, 5.0, 5.0]}}, {"workspace": {"min_m": [-5.0, -5.0, -5.0]}},
+             {"workspace": {"rot_bound_rad": [3.0, 3.0, 3.0]}}, {"limits": {"max_contact_force_n": 500.0}},
+             {"limits": {"watchdog_s": 10.0}}, {"limits": {"max_step_m": 0.3}}, {"limits": {"max_hold_s": 10.0}})
+
+
+def make_hardening_message(rng: np.random.Generator, seq: int) -> tuple[str, list[bytes]]:
+    """Messages of the robot-PC hardening issue; every one must be refused."""
+    enc = lambda msg: [bytes(f) for f in P.encode(msg)]
+    edge = INT_EDGES[int(rng.integers(len(INT_EDGES)))]
+    r = rng.random()
+    if r < 0.35:
+        kind, field = [("command", "seq"), ("command", "t_send_ns"), ("get_observation", "seq"), ("reset", "seq"),
+                       ("clear_error", "seq"), ("set_params", "seq"), ("restart_control", "seq")][int(rng.integers(7))]
+        if kind == "command":
+            return "int_edge!", _raw_command(seq, {field: edge}, [["<f8", [6]]], [np.zeros(6).tobytes()])
+        return "int_edge!", [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": kind, "body": {field: edge},
+                                            "arrays": []})]
+    if r < 0.55:
+        seed = (-5, -1, 2**63, 2**64 - 1)[int(rng.integers(4))]
+        body = {"seq": seq, "seed": seed, "randomize": bool(rng.random() < 0.5)}
+        return "bad_seed!", [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": "reset", "body": body, "arrays": []})]
+    if r < 0.75:
+        cams = ("wrist",) * int(rng.integers(2, 257)) if rng.random() < 0.5 else ("front", "wrist", "front")
+        if rng.random() < 0.5:
+            return "dup_cameras!", enc(P.GetObservation(seq, cams))
+        return "dup_cameras!", enc(P.Command(seq, "delta", np.zeros(6), cameras=cams))
+    return "widen!", enc(P.SetParams(seq, **WIDENINGS[int(rng.integers(len(WIDENINGS)))]))
+
+
 def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> tuple[str, list[bytes]]:
     """(category, frames); categories ending in '!' must be refused."""
     enc = lambda msg: [bytes(f) for f in P.encode(msg)]
+    r = rng.random()
+    if r < 0.08:
+        return make_hardening_message(rng, seq)
+    if r < 0.09:
+        return "takeover!", enc(P.Hello(P.PROTOCOL_VERSION, "intruder", "control"))
     r = rng.random()
     if r < 0.33:
         d = rng.normal(size=6) * [0.02, 0.02, 0.02, 0.05, 0.05, 0.1]
@@ -99,11 +141,33 @@ def test_ten_thousand_adversarial_messages(serve_process):
     answered = Counter()
     refused_valid = Counter()
     slowest = (0.0, -1, "")
+    intruder = zmq.Context.instance().socket(zmq.DEALER)  # a second process trying to take the arm
+    intruder.setsockopt(zmq.LINGER, 0)
+    intruder.connect(server.address)
+    # Resets restart the twin's trackers (peak force, TCP extremes): fold them in as they come.
+    seen = {"peak_contact_force_n": 0.0, "tcp_min_m": np.full(3, np.inf), "tcp_max_m": np.full(3, -np.inf)}
+
+    def fold(priv: dict) -> None:
+        seen["peak_contact_force_n"] = max(seen["peak_contact_force_n"], float(priv["peak_contact_force_n"][0]))
+        seen["tcp_min_m"] = np.minimum(seen["tcp_min_m"], priv["tcp_min_m"])
+        seen["tcp_max_m"] = np.maximum(seen["tcp_max_m"], priv["tcp_max_m"])
+
+    modes = Counter()
     for i in range(N_MESSAGES):
         category, frames = make_message(rng, 1000 + i, pose, box)
+        if i in RESET_AT:  # early, so the long stretch after the last one still reaches the table
+            category, frames = "reset", [bytes(f) for f in P.encode(P.Reset(1000 + i, seed=0))]
+        if category == "reset":
+            fold(client.observe().state.privileged)
         t0 = time.monotonic()
         try:
-            reply = client.send_raw(frames)
+            if category == "takeover!":
+                intruder.send_multipart(frames)
+                assert intruder.poll(10_000), "no reply to a takeover attempt"
+                reply = P.decode(intruder.recv_multipart())
+                assert reply.code == "control_held", reply
+            else:
+                reply = client.send_raw(frames)
         except Exception as exc:
             raise AssertionError(f"message {i} ({category}) got no reply; server log:\n{server.output()[-3000:]}") from exc
         slowest = max(slowest, (time.monotonic() - t0, i, category))
@@ -117,6 +181,8 @@ def test_ten_thousand_adversarial_messages(serve_process):
             else:
                 assert isinstance(reply, P.Observation)
                 pose = reply.state.pose_base_tcp.copy()
+                fold(reply.state.privileged)
+                modes[reply.state.mode] += 1
                 answered[category] += 1
         if i % 2500 == 2499:
             priv = client.observe().state.privileged
@@ -124,15 +190,21 @@ def test_ten_thousand_adversarial_messages(serve_process):
             assert np.all(priv["tcp_max_m"] <= np.array(box.max_m) + BOX_TOL_M), priv["tcp_max_m"]
     assert server.alive()
     state = client.observe().state
-    priv = state.privileged
+    fold(state.privileged)
+    priv = {k: np.atleast_1d(v) for k, v in seen.items()}
     assert sum(answered.values()) + sum(refused_valid.values()) == N_MESSAGES
     assert not refused_valid, f"valid commands were refused: {refused_valid}"  # e.g. a reflex fired
     assert state.mode != "reflex"
     assert np.all(priv["tcp_min_m"] >= np.array(box.min_m) - BOX_TOL_M)
     assert np.all(priv["tcp_max_m"] <= np.array(box.max_m) + BOX_TOL_M)
     assert priv["peak_contact_force_n"][0] <= task.limits.max_contact_force_n
-    assert priv["peak_contact_force_n"][0] > 1.0  # the stream did push the arm into contact
+    assert priv["peak_contact_force_n"][0] > 1.0, (seen, dict(answered), dict(modes))  # the stream did push the arm into contact
     assert answered["push_down"] > 500 and sum(v for k, v in answered.items() if k.endswith("!")) > 4000
+    for category in ("int_edge!", "bad_seed!", "dup_cameras!", "widen!", "takeover!"):
+        assert answered[category] > 20, (category, dict(answered))
+    in_force = client.set_params()  # nothing widened the task file's limits
+    assert in_force["workspace"] == to_dict(box) and in_force["limits"] == to_dict(task.limits)
+    intruder.close()
     print(f"\n{dict(answered)}; peak contact force {priv['peak_contact_force_n'][0]:.1f} N "
           f"(bound {task.limits.max_contact_force_n} N); TCP min {priv['tcp_min_m'].round(4)}, "
           f"max {priv['tcp_max_m'].round(4)}; slowest reply {slowest[0] * 1e3:.1f} ms (message {slowest[1]}, "
