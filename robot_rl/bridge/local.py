@@ -14,6 +14,7 @@ import numpy as np
 from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import StepTiming
 from robot_rl.bridge.service import RobotService
+from robot_rl.control.runtime import ControlLoopDied
 from robot_rl.errors import (
     BridgeRemoteError,
     ConfigError,
@@ -43,6 +44,12 @@ class LocalLink:
             raise BridgeRemoteError(f"{exc.code}: {exc}", code=exc.code) from exc
         except ConfigError as exc:
             raise BridgeRemoteError(f"bad_params: {exc}", code="bad_params") from exc
+        except ControlLoopDied:
+            try:
+                self.service.check_control()  # records the cause and raises it as a `fault`
+            except SafetyViolation as exc:
+                raise BridgeRemoteError(f"{exc.code}: {exc}", code=exc.code) from exc
+            raise
         self.last_timing = StepTiming(t0, time.monotonic_ns())
         if isinstance(reply, P.Error):
             raise BridgeRemoteError(f"{reply.code}: {reply.message}", code=reply.code)
@@ -70,12 +77,22 @@ class LocalLink:
     def reset(self, *, pose: np.ndarray | None = None, randomize: bool = True, joint_reset: bool = False,
               seed: int | None = None, gripper_width_m: float | None = None,
               cameras: tuple[str, ...] = ()) -> P.Observation:
-        msg = P.Reset(self._next(), None if pose is None else np.asarray(pose, dtype=np.float64), randomize,
-                      joint_reset, seed, gripper_width_m, tuple(cameras))
+        try:
+            msg = P.Reset(self._next(), None if pose is None else np.asarray(pose, dtype=np.float64), randomize,
+                          joint_reset, seed, gripper_width_m, tuple(cameras))
+        except ProtocolError as exc:
+            raise BridgeRemoteError(f"{exc.code}: {exc}", code=exc.code) from exc
+        except ValueError as exc:
+            raise BridgeRemoteError(f"bad_field: {exc}", code="bad_field") from exc
+        if seed is not None and not 0 <= seed < 2**63:  # the wire codec's range check
+            raise BridgeRemoteError(f"bad_field: reset.seed = {seed} is outside [0, 2^63)", code="bad_field")
         return self._call(self.service.reset, msg)
 
     def clear_error(self) -> P.Observation:
         return self._call(self.service.clear_error, P.ClearError(self._next()))
+
+    def restart_control(self) -> P.Observation:
+        return self._call(self.service.restart_control, P.RestartControl(self._next()))
 
     def set_params(self, *, gains: dict | None = None, workspace: dict | None = None,
                    limits: dict | None = None) -> dict:

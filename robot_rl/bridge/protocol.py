@@ -25,7 +25,8 @@ import numpy as np
 from robot_rl.bridge.codec import F64, INT64_MAX, ArraySpec, IntRange, decode_frames, encode_frames
 from robot_rl.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: hello carries take_control; restart_control and bye; integer fields range-checked."""
 MAX_REQUEST_BYTES = 1 << 20
 """Requests (client → server) larger than this are refused with an error reply (1 MiB)."""
 MAX_MESSAGE_BYTES = 64 << 20

@@ -14,9 +14,11 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from robot_rl.bridge.server import RobotServer, ServerConfig
+from robot_rl.bridge.server import RobotServer
+from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.bridge.service import RobotService
-from robot_rl.control.runtime import ProcessRuntime, SteppedRuntime, ThreadRuntime
+from robot_rl.control.process_runtime import ProcessRuntime
+from robot_rl.control.runtime import SteppedRuntime, ThreadRuntime
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec, load_task
 

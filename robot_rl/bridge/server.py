@@ -20,23 +20,19 @@ control loop runs in the runtime (stepped in this thread, or a 1 kHz thread/proc
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zmq
 
 from robot_rl.bridge import protocol as P
-from robot_rl.bridge.admission import Admission, AdmissionConfig, FairQueue
+from robot_rl.bridge.admission import Admission, FairQueue
 from robot_rl.bridge.clients import ClientTable
-from robot_rl.bridge.security import (
-    ServerKeys,
-    is_local_address,
-    make_curve_server,
-    start_authenticator,
-)
+from robot_rl.bridge.log_limit import LogLimiter
+from robot_rl.bridge.security import ServerKeys, make_curve_server, start_authenticator
+from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.bridge.service import Later, RobotService
 from robot_rl.control.runtime import ControlLoopDied
 from robot_rl.errors import ConfigError, ProtocolError, SafetyViolation
@@ -49,55 +45,7 @@ OTHERS_SLICE_NS = 2_000_000
 """Longest stretch the loop spends on other clients' requests before it looks at the
 controller's socket queue, pending replies and the PUB stream again."""
 MAX_REPLY_HWM = 1000
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Sockets and policies of the robot server."""
-
-    bind: str = "tcp://127.0.0.1:5555"
-    """Request socket. Anything but loopback/ipc requires `keys_dir`."""
-    pub_bind: str | None = None
-    """PUB stream of observations; None derives it (TCP port + 1), "" disables it."""
-    keys_dir: str | None = None
-    """CurveZMQ keys from `robot-rl keys`; required to bind beyond loopback."""
-    pub_rate_hz: float = 30.0
-    """Real-time servers publish at this rate; stepped servers publish every reply."""
-    reply_queue_bytes: int = 8 << 20
-    """Replies queued for one client are bounded to about this many bytes (the send high-water
-    mark is set from the largest possible reply); beyond it replies to that client are dropped."""
-    client_ttl_s: float = 60.0
-    """Clients not heard from for this long are forgotten (they are told `hello_required`)."""
-    control_release_s: float = 5.0
-    """A control client silent for this long no longer blocks another control hello."""
-    heartbeat_ivl_s: float = 1.0
-    """ZMTP heartbeat period; connections that stop answering heartbeats are dropped…"""
-    heartbeat_timeout_s: float = 10.0
-    """…after this long (a stalled or vanished peer cannot hold a connection open)."""
-    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
-    """Share of the server thread that clients other than the controller may use."""
-
-    def __post_init__(self) -> None:
-        for addr in (self.bind, self.pub_bind or ""):
-            if addr and not is_local_address(addr) and self.keys_dir is None:
-                raise ConfigError(
-                    f"refusing to serve {addr} without authentication: binding beyond loopback requires "
-                    "CurveZMQ keys. Create them with `robot-rl keys --out DIR` and pass --keys-dir DIR.")
-        if self.reply_queue_bytes < 1 << 16:
-            raise ConfigError(f"reply_queue_bytes must be ≥ 65536, got {self.reply_queue_bytes}")
-        if not 0.0 < self.heartbeat_ivl_s <= self.heartbeat_timeout_s:
-            raise ConfigError(f"heartbeat_ivl_s ({self.heartbeat_ivl_s}) must be > 0 and ≤ heartbeat_timeout_s "
-                              f"({self.heartbeat_timeout_s})")
-
-    def resolved_pub(self) -> str:
-        if self.pub_bind is not None:
-            return self.pub_bind
-        if self.bind.startswith("tcp://") and self.bind.rsplit(":", 1)[-1].isdigit():
-            host, port = self.bind.rsplit(":", 1)
-            return f"{host}:{int(port) + 1 if int(port) else 0}"
-        if self.bind.startswith(("ipc://", "inproc://")):
-            return self.bind + "-pub"
-        return ""
+"""ZeroMQ's default send high-water mark: small replies (no cameras) keep it."""
 
 
 @dataclass
@@ -110,24 +58,6 @@ class _Pending:
     later: Later
     overtaken: bool = False
     """Another client took control while this was in flight: answer `control_taken`."""
-
-
-class _LogLimiter:
-    """At most one line per `period_s` per topic; the lines in between are counted, not lost."""
-
-    def __init__(self, period_s: float = 1.0) -> None:
-        self.period_ns = int(period_s * 1e9)
-        self._next: dict[str, int] = {}
-        self._suppressed: dict[str, int] = collections.Counter()
-
-    def allow(self, topic: str) -> int | None:
-        """None to stay quiet, else how many lines were suppressed since the last one."""
-        now = time.monotonic_ns()
-        if now < self._next.get(topic, 0):
-            self._suppressed[topic] += 1
-            return None
-        self._next[topic] = now + self.period_ns
-        return self._suppressed.pop(topic, 0)
 
 
 class RobotServer:
@@ -175,7 +105,7 @@ class RobotServer:
         self._trips_seen = 0
         self._next_pub_ns = 0
         self._stop = threading.Event()
-        self._limiter = _LogLimiter()
+        self._limiter = LogLimiter()
         self._dropped_logged = 0
         self._seen_failures: set[str] = set()
         self.n_requests = 0
@@ -227,15 +157,15 @@ class RobotServer:
         controller = self.clients.controller
         for _ in range(256):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            key = frames[0].bytes
+            key = frames[0]
             if controller is not None and key == controller:
                 self._handle(frames)
                 controller = self.clients.controller
             else:
-                self._others.push(key, frames, sum(f.buffer.nbytes for f in frames))
+                self._others.push(key, frames, sum(map(len, frames)))
 
     def _poll_timeout_ms(self) -> int:
         if self._others:
@@ -312,7 +242,7 @@ class RobotServer:
 
     def _handle_request(self, frames: list) -> None:
         self.n_requests += 1
-        identity = [frames[0].bytes]
+        identity = [frames[0]]
         payload = frames[1:]
         if len(payload) > 1 and len(payload[0]) == 0:  # REQ clients put an empty delimiter frame first
             identity.append(b"")

@@ -184,8 +184,10 @@ class RobotService:
         snap = self.snapshot()
         self._check_moveable(snap)
         pose = snap.get("pose")
-        outside = self.box.violation(pose, tol_m=OUTSIDE_BOX_TOL_M, tol_rad=np.pi)
-        if outside is not None:
+        lo, hi, tol = self.box.min_m, self.box.max_m, OUTSIDE_BOX_TOL_M
+        if not (lo[0] - tol <= pose[0] <= hi[0] + tol and lo[1] - tol <= pose[1] <= hi[1] + tol
+                and lo[2] - tol <= pose[2] <= hi[2] + tol):
+            outside = self.box.violation(pose, tol_m=tol, tol_rad=np.pi)
             raise SafetyViolation(f"the arm is outside the workspace box ({outside}); send reset to bring it in "
                                   "before stepping", code="reset_required")
         if msg.mode == "delta":

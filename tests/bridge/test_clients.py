@@ -20,7 +20,7 @@ import zmq
 from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.serve import ServeConfig, start_server
-from robot_rl.bridge.server import ServerConfig
+from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.errors import BridgeRemoteError
 
 

@@ -8,7 +8,7 @@ import pytest
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.security import generate_keys, is_local_address
 from robot_rl.bridge.serve import ServeConfig, start_server
-from robot_rl.bridge.server import ServerConfig
+from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.errors import BridgeTimeout, ConfigError
 
 

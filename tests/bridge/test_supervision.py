@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.control import impedance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -180,3 +181,21 @@ def test_tcp_quaternion_sign_is_stable_near_the_nominal_pose():
     quats = np.array(quats)
     assert np.all(quats @ nominal > 0.3)
     assert np.abs(np.diff(quats, axis=0)).max() < 0.2  # continuous: no jump from q to −q
+
+
+def test_a_watchdog_hold_truncates_the_episode(serve_process):
+    """A real-time robot held by its watchdog (this process stalled): the next step is not
+    applied, the env says so and ends the episode; the following episode runs normally."""
+    server = serve_process("--task", "pick_cube", "--pace", "realtime")
+    server.client().close()  # wait until it serves; bye releases control
+    env = RobotEnv("pick_cube", server=server.address, image_obs=False)
+    env.reset(seed=0)
+    _, _, _, truncated, info = env.step(np.array([0.0, 0.5, 0.0, 0, 0, 0, 0]))
+    assert not truncated and info["mode"] == "track"
+    time.sleep(0.6)  # longer than the task's watchdog_s = 0.2 s
+    _, _, terminated, truncated, info = env.step(np.array([0.0, 0.5, 0.0, 0, 0, 0, 0]))
+    assert truncated and not terminated and info.get("watchdog_hold") and info["mode"] == "watchdog_hold"
+    env.reset(seed=1)
+    _, _, _, truncated, info = env.step(np.zeros(7))
+    assert not truncated and info["mode"] == "track"
+    env.close()
