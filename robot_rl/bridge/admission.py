@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    per_client_s_per_s: float = 0.1
-    """Server-thread seconds per second one non-controlling client may use (10 %)."""
-    all_others_s_per_s: float = 0.25
-    """Server-thread seconds per second all non-controlling clients together may use (25 %)."""
-    burst_s: float = 0.1
+    per_client_s_per_s: float = 0.05
+    """Server-thread seconds per second one non-controlling client may use (5 %: a monitor at 30 Hz
+    with two streamed camera frames uses about 1 %)."""
+    all_others_s_per_s: float = 0.15
+    """Server-thread seconds per second all non-controlling clients together may use (15 %)."""
+    burst_s: float = 0.05
     """Bucket size: how much a quiet client may spend at once."""
 
     def __post_init__(self) -> None:
