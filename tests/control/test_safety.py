@@ -37,6 +37,23 @@ def test_delta_clipped_to_box_wall_not_refused():
     assert clipped and target[2] == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize("outside", [np.array([0.5, 0.0, 0.59, 0.0, 1.0, 0.0, 0.0]),   # 0.19 m above the box
+                                     np.array([0.5, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0])])   # tool up: π from nominal
+def test_the_step_limit_holds_for_the_clipped_target(outside):
+    """An arm outside the box: a zero delta clips to a target far from where the arm is, which
+    would move it farther than any one command may."""
+    with pytest.raises(SafetyViolation, match="box-clipped target") as err:
+        target_from_delta(outside, np.zeros(6), BOX, LIMITS)
+    assert err.value.code == "step_too_large" and "send reset" in str(err.value)
+
+
+def test_clipping_near_the_wall_stays_allowed():
+    just_out = HERE.copy()
+    just_out[2] = 0.04  # 1 cm below the floor of the box (compliance, contact)
+    target, clipped = target_from_delta(just_out, np.zeros(6), BOX, LIMITS)
+    assert clipped and target[2] == pytest.approx(0.05)
+
+
 def test_delta_rotation_clipped_to_bounds():
     tilted = rotations.apply_delta(HERE, np.zeros(3), np.array([0.18, 0, 0]))
     target, clipped = target_from_delta(tilted, np.array([0, 0, 0, 0.1, 0, 0]), BOX, LIMITS)
