@@ -25,7 +25,9 @@ class AdmissionConfig:
     all_others_s_per_s: float = 0.15
     """Server-thread seconds per second all non-controlling clients together may use (15 %)."""
     burst_s: float = 0.05
-    """Bucket size: how much a quiet client may spend at once."""
+    """Bucket size: how much a quiet client may spend at once. A bucket's debt is capped at the
+    same amount, so one slow request (a renderer's first frame) holds that client back at most
+    burst_s / per_client_s_per_s (1 s), within a client's reply timeout."""
 
     def __post_init__(self) -> None:
         for name in ("per_client_s_per_s", "all_others_s_per_s", "burst_s"):
@@ -76,8 +78,8 @@ class Admission:
         """Spend `cost_ns` of server-thread time from `key`'s bucket and the shared one."""
         b = self._buckets.get(key)
         if b is not None:
-            b.tokens_ns -= cost_ns
-        self._all.tokens_ns -= cost_ns
+            b.tokens_ns = max(-self._burst_ns, b.tokens_ns - cost_ns)
+        self._all.tokens_ns = max(-self._burst_ns, self._all.tokens_ns - cost_ns)
 
 
 class FairQueue:

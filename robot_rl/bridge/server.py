@@ -180,7 +180,7 @@ class RobotServer:
 
     def _service_realtime(self) -> None:
         now = time.monotonic_ns()
-        alive = self.service.control_fault is None and self._control_alive()
+        alive = self.service.control_alive()
         events = self.service.runtime.events() if alive and self.service.resets_in_flight else []
         still: list[_Pending] = []
         for p in self._pending:
@@ -203,13 +203,6 @@ class RobotServer:
                 _send(self.pub, P.encode(self.service.observation(-1, tuple(self.service.camera_sizes))))
             except Exception as exc:
                 self._log_failure("publishing", exc)
-
-    def _control_alive(self) -> bool:
-        try:
-            self.service.check_control()
-            return True
-        except SafetyViolation:
-            return False
 
     def _fault_error(self, seq: int) -> P.Error:
         try:

@@ -124,25 +124,31 @@ class RobotService:
         if self.control_fault is None:
             try:
                 self._last_snap = self.runtime.snapshot()
+                return self._last_snap
             except (TimeoutError, ControlLoopDied):  # a loop killed mid-write leaves the lock held
-                self.check_control()
-                raise
+                if self.control_alive():
+                    raise
         if self._last_snap is None:
             raise ControlLoopDied(f"the control loop produced no state ({self.control_fault})")
         return self._last_snap
 
-    def check_control(self) -> None:
-        """Raise SafetyViolation `fault` when the control loop is dead (and remember why)."""
+    def control_alive(self) -> bool:
+        """False, with the cause remembered in `control_fault`, once the control loop has died."""
         if self.control_fault is None:
             try:
                 self.runtime.check_alive()
-                return
+                return True
             except ControlLoopDied as exc:
                 self.control_fault = str(exc)
                 log.error("%s: motion is refused until an operator sends restart_control", exc)
-        raise SafetyViolation(f"the control loop is not running ({self.control_fault}); the arm is held by its "
-                              "brakes / the vendor's stop. Send restart_control (robot-rl restart-control) once "
-                              "the cause is understood", code="fault")
+        return False
+
+    def check_control(self) -> None:
+        """Raise SafetyViolation `fault` when the control loop is dead."""
+        if not self.control_alive():
+            raise SafetyViolation(f"the control loop is not running ({self.control_fault}); the arm is held by "
+                                  "its brakes / the vendor's stop. Send restart_control (robot-rl robot "
+                                  "restart-control) once the cause is understood", code="fault")
 
     def restart_control(self, msg: P.RestartControl) -> P.Observation:
         """Start a fresh control loop after the old one died; it holds the arm where it is."""
