@@ -226,3 +226,73 @@ def test_spd_solve_matches_general_solve_and_falls_back_when_not_positive_defini
     indefinite = spd - 2.0 * np.linalg.eigvalsh(spd).max() * np.outer(np.eye(6)[0], np.eye(6)[0])
     assert np.linalg.eigvalsh(indefinite).min() < 0
     np.testing.assert_allclose(_solve_spd(indefinite, b), np.linalg.solve(indefinite, b), rtol=1e-8, atol=1e-10)
+
+
+# ---- TCP speed limit: the spring's push along the motion fades out from 0.75·v_max, damping brakes above v_max ----
+
+SPEED_LIMIT_GAINS = dataclasses.replace(ImpedanceGains(), nullspace_stiffness_nm_per_rad=0.0)  # no posture torque
+SPEED_LIMIT_LIMITS = LawLimits(max_torque_rate_nm_per_s=1e5, torque_limit_nm=(500.0,) * N, max_spring_force_n=500.0)
+V_MAX = SPEED_LIMIT_LIMITS.max_tcp_speed_m_per_s
+PUSH_N = SPEED_LIMIT_GAINS.stiffness_trans_n_per_m[0] * SPEED_LIMIT_GAINS.error_clip_trans_m[0]
+"""Ordinary spring force [N] toward a target beyond the error clip along +x."""
+D_TRANS = SPEED_LIMIT_GAINS.damping()[0]
+DIRECTIONS = {"+x": np.array([1.0, 0.0, 0.0]), "oblique": np.array([0.6, -0.48, 0.64])}
+
+
+def spring_while_moving(speed: float, direction: np.ndarray, target_offset_m: float = 0.05) -> np.ndarray:
+    """Translational spring force [N] the law commands with the TCP moving at `speed` along `direction`
+    and the target `target_offset_m` further along it: the task wrench with the ordinary damping −D·v removed."""
+    arm0 = reading()
+    twist = np.concatenate([speed * direction, np.zeros(3)])
+    dq = np.linalg.lstsq(arm0.jacobian_base_tcp, twist, rcond=None)[0]
+    arm = arm0._replace(dq_rad_per_s=dq, twist_base_tcp=twist)
+    target = arm.pose_base_tcp.copy()
+    target[:3] += target_offset_m * direction
+    _, tau = cartesian_impedance_step(converged_state(target, SPEED_LIMIT_GAINS), arm, target,
+                                      GainTargets.of(SPEED_LIMIT_GAINS), arm.q_rad, SPEED_LIMIT_LIMITS)
+    return task_wrench(arm, tau)[:3] + SPEED_LIMIT_GAINS.damping()[:3] * twist[:3]
+
+
+def static_spring(direction: np.ndarray) -> np.ndarray:
+    return spring_while_moving(0.0, direction)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.74])
+def test_speed_limit_inactive_below_three_quarters(direction, fraction):
+    np.testing.assert_allclose(spring_while_moving(fraction * V_MAX, direction), static_spring(direction),
+                               atol=FORCE_ATOL_N)
+    assert static_spring(DIRECTIONS["+x"])[0] == pytest.approx(PUSH_N, rel=1e-9)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+@pytest.mark.parametrize("fraction", [1.01, 1.2, 1.5, 3.0])
+def test_speed_limit_brakes_above_v_max(direction, fraction):
+    """Above v_max nothing pushes along the motion: the spring's push is gone, extra damping
+    D·(v − v_max) brakes, and the spring's pull across the motion is kept."""
+    speed = fraction * V_MAX
+    spring = spring_while_moving(speed, direction)
+    twist = speed * direction
+    total = spring - D_TRANS * twist  # the whole commanded force, ordinary damping included
+    assert float(total @ direction) < 0.0
+    assert float(spring @ direction) == pytest.approx(-D_TRANS * (speed - V_MAX), abs=FORCE_ATOL_N)
+    across = static_spring(direction) - float(static_spring(direction) @ direction) * direction
+    np.testing.assert_allclose(spring - float(spring @ direction) * direction, across, atol=FORCE_ATOL_N)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+def test_speed_limit_fades_push_monotonically(direction):
+    """Between 0.75 and 1.0·v_max the push along the motion falls linearly from full to zero."""
+    full = float(static_spring(direction) @ direction)
+    fractions = np.linspace(0.75, 1.0, 11)
+    push = np.array([float(spring_while_moving(f * V_MAX, direction) @ direction) for f in fractions])
+    assert full > 1.0
+    assert np.all(np.diff(push) < 0.0)
+    np.testing.assert_allclose(push, full * (1.0 - (fractions - 0.75) / 0.25), atol=FORCE_ATOL_N)
+
+
+def test_speed_limit_keeps_the_pull_back_when_moving_away():
+    """Moving fast away from the target: the spring pulls against the motion and is not faded."""
+    away = -DIRECTIONS["+x"]
+    spring = spring_while_moving(0.9 * V_MAX, away, target_offset_m=-0.05)
+    np.testing.assert_allclose(spring, static_spring(DIRECTIONS["+x"]), atol=FORCE_ATOL_N)
