@@ -168,7 +168,10 @@ class TanhGaussianHead(nn.Module):
         return mean, log_std
 
     def sample(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized action (batch, action_dim) in (−1, 1) and its log-probability (batch,)."""
+        """Reparameterized action (batch, action_dim) in [−1, 1] and its log-probability (batch,).
+
+        The log-probability is computed from the pre-tanh sample, so it stays finite and exact
+        where float32's tanh rounds the action to exactly ±1 (|pre| ≳ 9)."""
         return self.sample_from(*self(features))
 
     @staticmethod
