@@ -78,8 +78,9 @@ class ClientTable:
                     return HelloOutcome(refusal=P.Error(
                         -1, "control_held",
                         f"control client {name!r} holds the arm (last request {silent_ns / 1e9:.1f} s ago); connect "
-                        "with take_control=True to take it over (its in-flight requests are then refused), or "
-                        "as a monitor to only watch"))
+                        "with take_control=True to take it over (its in-flight requests are then refused), as a "
+                        f"monitor to only watch, or again once it has been silent for {self.release_ns / 1e9:.0f} s "
+                        "(a crashed client releases the arm that way)"))
                 previous = holder
             self.controller = key
         elif key == self.controller:
