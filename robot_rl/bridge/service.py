@@ -159,7 +159,10 @@ class RobotService:
         if self.control_fault is None:
             raise SafetyViolation("the control loop is running; restart_control is only for a dead loop",
                                   code="control_alive")
-        last = self._last_snap
+        try:  # the dead loop's own last tick, unless it died mid-write (then the last one read)
+            last = self.runtime.snapshot()
+        except Exception:
+            last = self._last_snap
         resume = None
         if last is not None and last.layout.sim_state_size:
             resume = np.array(last.get("sim_state"))
