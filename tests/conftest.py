@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from robot_rl.bench.bridge import free_port
 from robot_rl.bridge.client import BridgeClient
@@ -18,6 +19,15 @@ from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.errors import BridgeTimeout
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def raw_socket(address: str, kind: int = zmq.DEALER) -> zmq.Socket:
+    """A bare ZeroMQ socket connected to a robot server (5 s receive timeout), for raw messages."""
+    s = zmq.Context.instance().socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 5000)
+    s.connect(address)
+    return s
 
 
 @pytest.fixture(scope="module")

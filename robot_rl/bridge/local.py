@@ -84,8 +84,6 @@ class LocalLink:
             raise BridgeRemoteError(f"{exc.code}: {exc}", code=exc.code) from exc
         except ValueError as exc:
             raise BridgeRemoteError(f"bad_field: {exc}", code="bad_field") from exc
-        if seed is not None and not 0 <= seed < 2**63:  # the wire codec's range check
-            raise BridgeRemoteError(f"bad_field: reset.seed = {seed} is outside [0, 2^63)", code="bad_field")
         return self._call(self.service.reset, msg)
 
     def clear_error(self) -> P.Observation:

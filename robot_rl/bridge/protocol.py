@@ -17,6 +17,7 @@ stamps with simulated time instead).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -173,12 +174,15 @@ class Reset:
     cameras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Also checked by the codec on the wire; here for requests built in process (LocalLink).
+        if self.seed is not None and not 0 <= self.seed <= INT64_MAX:
+            raise ValueError(f"reset seed must be in [0, 2^63), got {self.seed}")
         if self.gripper_width_m is not None and not 0.0 <= self.gripper_width_m <= 1.0:
             raise ValueError(f"reset gripper_width_m must be in [0, 1] m, got {self.gripper_width_m}")
         if self.pose is not None:
             if self.pose.shape != (7,):
                 raise ValueError(f"reset pose must have shape (7,), got {self.pose.shape}")
-            norm = float(np.sqrt(np.sum(np.square(self.pose[3:]))))
+            norm = math.hypot(*(float(v) for v in self.pose[3:]))  # no overflow for huge entries
             if not abs(norm - 1.0) <= 1e-3:  # also refuses zero, denormal and overflowing quaternions
                 raise ProtocolError(f"reset pose quaternion must be unit length (w x y z), has norm {norm:.6g}",
                                     code="bad_quaternion")

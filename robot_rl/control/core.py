@@ -131,7 +131,7 @@ class ControlCore:
 
     # ---- control thread only ------------------------------------------------------------------
 
-    def step(self, *, publish: bool = True) -> ArmReading | None:
+    def step(self, *, publish: bool = True) -> ArmReading:
         """One tick: read the arm, apply commands, compute and send torques, write the snapshot.
 
         `publish=False` skips the snapshot (stepped runtimes publish only the last tick of an
@@ -200,7 +200,7 @@ class ControlCore:
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _fail_safe(self, exc: Exception) -> ArmReading | None:
+    def _fail_safe(self, exc: Exception) -> ArmReading:
         """Brake with joint damping alone (plus gravity), enter REFLEX, publish; see `step`."""
         self._failed_ticks += 1
         if self._failures_logged < 3 or self._failed_ticks == MAX_FAILED_TICKS:

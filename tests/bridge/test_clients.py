@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.errors import BridgeRemoteError
-
-
-def dealer(address: str) -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 5000)
-    s.connect(address)
-    return s
+from conftest import raw_socket
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def test_monitor_hellos_never_evict_the_controller(stepped):
     controller.reset(seed=0)
     sockets = []
     for i in range(300):
-        s = dealer(stepped.address)
+        s = raw_socket(stepped.address)
         s.send_multipart(P.encode(P.Hello(P.PROTOCOL_VERSION, f"monitor{i}", "monitor")))
         assert isinstance(P.decode(s.recv_multipart()), P.Welcome)
         sockets.append(s)

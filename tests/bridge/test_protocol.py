@@ -198,3 +198,9 @@ def test_reset_gripper_width_is_range_checked(width):
     with pytest.raises(ProtocolError) as err:
         P.decode(_raw("reset", {"seq": 1, "gripper_width_m": width}))
     assert err.value.code == "bad_field" and "gripper_width_m" in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_reset_seed_range_holds_for_requests_built_in_process(seed):
+    with pytest.raises(ValueError, match="seed"):
+        P.Reset(1, seed=seed)

@@ -13,6 +13,7 @@ from robot_rl.bridge import protocol as P
 from robot_rl.bridge.client import BridgeClient, BridgeMonitor
 from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.errors import BridgeRemoteError, BridgeTimeout
+from conftest import raw_socket
 
 POSE_ATOL_M = 1e-6
 
@@ -30,14 +31,6 @@ def client(server):
     c.reset(seed=1)
     yield c
     c.close()
-
-
-def raw_socket(address: str, kind=zmq.DEALER) -> zmq.Socket:
-    s = zmq.Context.instance().socket(kind)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 5000)
-    s.connect(address)
-    return s
 
 
 def test_hello_required_before_anything_else(server):

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from robot_rl.bridge.client import BridgeClient
-from robot_rl.bridge.serve import ServeConfig, start_server
+from robot_rl.bridge.local import LocalLink
+from robot_rl.bridge.serve import ServeConfig, build_service, start_server
 from robot_rl.control import impedance
 from robot_rl.errors import BridgeRemoteError
 
@@ -157,3 +158,12 @@ def test_control_step_failure_brakes_then_faults_and_restart_recovers(stepped_st
     client.reset(seed=1)
     assert client.step(np.zeros(6), hold_s=0.05).state.mode == "track"
     client.close()
+
+
+def test_in_process_link_refuses_a_bad_seed_like_the_wire():
+    link = LocalLink(build_service(ServeConfig(task="pick_cube")))
+    with pytest.raises(BridgeRemoteError) as err:
+        link.reset(seed=-5)
+    assert err.value.code == "bad_field" and "seed" in str(err.value)
+    assert link.reset(seed=5).state.mode == "hold"
+    link.close()
