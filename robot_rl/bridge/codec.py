@@ -1,6 +1,7 @@
 """Generic wire codec: frozen dataclasses to a msgpack header plus raw array buffers, and back,
 with every field checked against its declared type. No pickle: the decoder only ever builds the
-dataclasses it is given. `bridge/protocol.py` declares the messages and calls this module.
+dataclasses it is given. A `MessageRegistry` maps one protocol's message kinds to dataclasses:
+`bridge/protocol.py` (robot bridge) and `learning/wire.py` (actor ↔ learner) each declare theirs in one.
 """
 
 from __future__ import annotations
@@ -53,6 +54,38 @@ class IntRange:
 
     lo: int = INT64_MIN
     hi: int = INT64_MAX
+
+
+class MessageRegistry:
+    """The message kinds of one wire protocol (at one version), shared by every protocol built on
+    this codec (`bridge/protocol.py`, `learning/wire.py`): register each message dataclass with
+    `@registry.message("kind")` (which also sets its `KIND`), then `encode` / `decode` messages.
+    Decoding builds only registered classes and refuses any other kind with `unknown_kind`."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.kinds: dict[str, type] = {}
+
+    def message(self, kind: str):
+        """Class decorator: register the dataclass under `kind` and set its `KIND`."""
+        def register(cls: type) -> type:
+            if kind in self.kinds:
+                raise ValueError(f"message kind {kind!r} is already registered to {self.kinds[kind].__name__}")
+            cls.KIND = kind
+            self.kinds[kind] = cls
+            return cls
+        return register
+
+    def encode(self, msg: object) -> list[bytes | memoryview]:
+        """Frames of a registered message: msgpack header, then one raw buffer per array."""
+        kind = getattr(type(msg), "KIND", None)
+        if kind is None or self.kinds.get(kind) is not type(msg):
+            raise TypeError(f"{type(msg).__name__} is not a protocol message")
+        return encode_frames(msg, kind, self.version)
+
+    def decode(self, frames: list, *, max_bytes: int | None = None) -> object:
+        """The registered message carried by `frames`; see `decode_frames` for what is refused."""
+        return decode_frames(frames, self.kinds, self.version, max_bytes=max_bytes)
 
 
 def encode_frames(msg: object, kind: str, version: int) -> list[bytes | memoryview]:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from robot_rl.bridge.codec import F64, INT64_MAX, ArraySpec, IntRange, decode_frames, encode_frames
+from robot_rl.bridge.codec import F64, INT64_MAX, ArraySpec, IntRange, MessageRegistry
 from robot_rl.errors import ProtocolError
 
 PROTOCOL_VERSION = 2
@@ -32,7 +32,8 @@ MAX_REQUEST_BYTES = 1 << 20
 """Requests (client → server) larger than this are refused with an error reply (1 MiB)."""
 MAX_MESSAGE_BYTES = 64 << 20
 """Hard cap set as ZMQ_MAXMSGSIZE: larger frames drop the connection without a reply."""
-_KINDS: dict[str, type] = {}
+REGISTRY = MessageRegistry(PROTOCOL_VERSION)
+"""Every message kind of the bridge protocol."""
 
 Seq = Annotated[int, IntRange(0, INT64_MAX)]
 """Request sequence numbers: non-negative and int64 (the control loop stores them in int64)."""
@@ -41,12 +42,7 @@ Seed = Annotated[int, IntRange(0, INT64_MAX)]
 TimeNs = Annotated[int, IntRange(0, INT64_MAX)]
 
 
-def _message(kind: str):
-    def register(cls):
-        cls.KIND = kind
-        _KINDS[kind] = cls
-        return cls
-    return register
+_message = REGISTRY.message
 
 
 # ---- handshake ---------------------------------------------------------------------------------
@@ -394,7 +390,7 @@ class Error:
 
 Request = Union[Hello, Command, GetObservation, Reset, ClearError, SetParams, RestartControl, Bye]
 Reply = Union[Welcome, Observation, Ok, Error]
-MESSAGE_KINDS = tuple(_KINDS)
+MESSAGE_KINDS = tuple(REGISTRY.kinds)
 
 
 # ---- encoding ----------------------------------------------------------------------------------
@@ -402,10 +398,7 @@ MESSAGE_KINDS = tuple(_KINDS)
 
 def encode(msg: object) -> list[bytes | memoryview]:
     """Frames of a protocol message: msgpack header, then one raw buffer per array."""
-    kind = getattr(type(msg), "KIND", None)
-    if kind is None or _KINDS.get(kind) is not type(msg):
-        raise TypeError(f"{type(msg).__name__} is not a protocol message")
-    return encode_frames(msg, kind, PROTOCOL_VERSION)
+    return REGISTRY.encode(msg)
 
 
 def decode(frames: list, *, max_bytes: int | None = None) -> object:
@@ -415,4 +408,4 @@ def decode(frames: list, *, max_bytes: int | None = None) -> object:
         ProtocolError: size, header, version, kind, field, dtype, shape or non-finite problems;
             `code` names the class of problem and the message names the field.
     """
-    return decode_frames(frames, _KINDS, PROTOCOL_VERSION, max_bytes=max_bytes)
+    return REGISTRY.decode(frames, max_bytes=max_bytes)

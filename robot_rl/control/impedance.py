@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy.linalg.lapack import dposv
 
+from robot_rl.control import rotations
 from robot_rl.drivers.arm import ArmReading
 
 TICK_S = 0.001
@@ -233,19 +234,10 @@ def limit_torque(tau_nm: np.ndarray, prev_tau_nm: np.ndarray, gravity_nm: np.nda
 
 def pose_error(pose: np.ndarray, ref_pose: np.ndarray) -> np.ndarray:
     """6-vector `[p − p_ref, rotvec(R · R_refᵀ)]` in the base frame (m, rad)."""
-    # q = q_pose ⊗ conj(q_ref), written out in scalars (hot path: once per tick).
-    aw, ax, ay, az = pose[3], pose[4], pose[5], pose[6]
-    bw, bx, by, bz = ref_pose[3], -ref_pose[4], -ref_pose[5], -ref_pose[6]
-    w = aw * bw - ax * bx - ay * by - az * bz
-    x = aw * bx + ax * bw + ay * bz - az * by
-    y = aw * by - ax * bz + ay * bw + az * bx
-    z = aw * bz + ax * by - ay * bx + az * bw
-    if w < 0.0:
-        w, x, y, z = -w, -x, -y, -z
-    s = math.sqrt(x * x + y * y + z * z)
-    scale = 2.0 if s < 1e-9 else 2.0 * math.atan2(s, w) / s
-    return np.array([pose[0] - ref_pose[0], pose[1] - ref_pose[1], pose[2] - ref_pose[2],
-                     x * scale, y * scale, z * scale])
+    # rotvec(q_pose ⊗ conj(q_ref)) with the tuple helpers (hot path, once per tick: no arrays).
+    x, y, z = rotations.qto_rotvec(rotations.qmul((pose[3], pose[4], pose[5], pose[6]),
+                                                  (ref_pose[3], -ref_pose[4], -ref_pose[5], -ref_pose[6])))
+    return np.array([pose[0] - ref_pose[0], pose[1] - ref_pose[1], pose[2] - ref_pose[2], x, y, z])
 
 
 def cartesian_impedance_step(

@@ -16,20 +16,16 @@ from typing import Annotated, Any, ClassVar
 
 import numpy as np
 
-from robot_rl.bridge.codec import ArraySpec, decode_frames, encode_frames
+from robot_rl.bridge.codec import ArraySpec, MessageRegistry
 
 VERSION = 1
-_KINDS: dict[str, type] = {}
+REGISTRY = MessageRegistry(VERSION)
+"""Every message kind of the actor ↔ learner wire."""
 F32 = ArraySpec("<f4", (None,))
 IMAGE = ArraySpec("|u1", (None, None, 3))
 
 
-def _message(kind: str):
-    def register(cls):
-        cls.KIND = kind
-        _KINDS[kind] = cls
-        return cls
-    return register
+_message = REGISTRY.message
 
 
 @_message("actor_hello")
@@ -126,8 +122,8 @@ class Weights:
 
 
 def encode(msg: object) -> list:
-    return encode_frames(msg, type(msg).KIND, VERSION)
+    return REGISTRY.encode(msg)
 
 
 def decode(frames: list) -> object:
-    return decode_frames(frames, _KINDS, VERSION)
+    return REGISTRY.decode(frames)

@@ -187,3 +187,33 @@ def test_tuple_versions_agree_with_array_versions(case):
     for angle in (rng.uniform(0.0, math.pi), *SMALL_AND_NEAR_PI_RAD):
         rv = angle * unit_axis(rng)
         np.testing.assert_allclose(rot.qfrom_rotvec(*rv), rot.rotvec_to_quat(rv), atol=QUAT_ATOL, rtol=0)
+
+
+@cases
+def test_tuple_versions_match_scipy(case):
+    rng = rng_for(case)
+    a, b = random_quat(rng), random_quat(rng)
+    np.testing.assert_allclose(rot.qmul(tuple(a), tuple(b)), (R(a) * R(b)).as_quat(scalar_first=True),
+                               atol=QUAT_ATOL, rtol=0)
+    np.testing.assert_allclose(rot.qto_rotvec(tuple(a)), R(a).as_rotvec(), atol=ANGLE_ATOL_RAD, rtol=0)
+    n = rot.qnormalize(tuple(-2.5 * a))
+    assert_same_quat_up_to_sign(np.array(n), a)
+    assert n[0] >= 0.0  # canonical sign
+    for angle in (rng.uniform(0.0, 2.0 * math.pi), *SMALL_AND_NEAR_PI_RAD):
+        rv = angle * unit_axis(rng)
+        ref = Rotation.from_rotvec(rv).as_quat(scalar_first=True)
+        assert_same_quat_up_to_sign(np.array(rot.qfrom_rotvec(*rv)), ref)
+
+
+@cases
+def test_impedance_pose_error_is_orientation_error(case):
+    """The impedance law's per-tick pose error uses the tuple helpers: rotvec(R · R_refᵀ)."""
+    from robot_rl.control.impedance import pose_error
+
+    rng = rng_for(case)
+    pose = np.concatenate([rng.normal(size=3), random_quat(rng)])
+    ref = np.concatenate([rng.normal(size=3), random_quat(rng)])
+    err = pose_error(pose, ref)
+    np.testing.assert_array_equal(err[:3], pose[:3] - ref[:3])
+    np.testing.assert_allclose(err[3:], (R(pose[3:]) * R(ref[3:]).inv()).as_rotvec(), atol=ANGLE_ATOL_RAD, rtol=0)
+    np.testing.assert_allclose(err[3:], rot.orientation_error(pose[3:], ref[3:]), atol=ANGLE_ATOL_RAD, rtol=0)

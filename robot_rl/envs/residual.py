@@ -1,19 +1,16 @@
-"""Env wrappers that put a frozen diffusion BC base between an RL agent and the env.
+"""Residual RL over a frozen diffusion BC base (ResiP / ResFiT / Policy Decorator).
 
-`ResidualEnv` (residual RL, ResiP / ResFiT / Policy Decorator): each step the base proposes an
-action, which the wrapper puts into the observation ("base_action", in the base's normalized
-units); the agent's action is a residual r ∈ [−1, 1]; the env executes
-clip(base + scale · r) mapped back to env units. A zero residual reproduces the base exactly.
-Progressive enabling (Policy Decorator): with `enable_over_episodes` = N the residual acts in
-episode k only with probability k/N (else the base acts alone and the step records a zero
-residual in `info["agent_action"]`), so early random residuals do not spoil the base's rollouts.
+`ResidualEnv`: each step the base proposes an action, which the wrapper puts into the observation
+under `BASE_ACTION_KEY` ("base_action", in the base's normalized units); the agent's action is a
+residual r ∈ [−1, 1]; the env executes clip(base + scale · r) mapped back to env units. A zero
+residual reproduces the base exactly. Progressive enabling (Policy Decorator): with
+`enable_over_episodes` = N the residual acts in episode k only with probability k/N (else the base
+acts alone and the step records a zero residual in `info["agent_action"]`), so early random
+residuals do not spoil the base's rollouts.
 
-`NoiseActionEnv` (DSRL): the agent's action is the base's initial diffusion noise
-w = bound · a for a whole chunk; the wrapper samples the chunk deterministically from (obs, w),
-executes its `action_horizon` actions, and returns the summed reward. Its observation is the
-base's observation history, so noise-space critics can query the base on replayed states.
+`residual_episode` re-expresses a recorded demo as the steps a residual run stores.
 
-Both reset the base's action queue every episode and seed its sampling noise from the reset
+The base's action queue is reset every episode and its sampling noise seeded from the reset
 seed, so evaluations are reproducible.
 """
 
@@ -28,39 +25,13 @@ import torch
 from gymnasium import spaces
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionPolicy
+from robot_rl.agents.obs_layout import BASE_ACTION_KEY, ObsLayout
 from robot_rl.data.episodes import Episode
+from robot_rl.envs.diffusion_base import DiffusionBaseWrapper
 from robot_rl.errors import ConfigError
-from robot_rl.learning.obs import ObsLayout
 
 
-class _BaseWrapper(gym.Wrapper):
-    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, seed: int = 0) -> None:
-        super().__init__(env)
-        space = env.action_space
-        if not isinstance(space, spaces.Box) or space.shape != (policy.action_dim,):
-            raise ConfigError(f"the base policy acts in {policy.action_dim} dimensions, the env's actions are {space}: "
-                              "was the base trained on another task?")
-        self.policy, self.layout = policy, layout
-        self.chunked = ChunkedPolicy(policy)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.env_low = np.asarray(space.low, np.float64)
-        self.env_high = np.asarray(space.high, np.float64)
-
-    def _seed_noise(self, seed: int | None) -> None:
-        if seed is not None:
-            self.gen.manual_seed(int(seed) + 7_919)
-
-    def to_env(self, normalized: np.ndarray) -> np.ndarray:
-        """Base-normalized action(s) [−1, 1] → env units, inside the env's bounds."""
-        out = self.policy.action_norm.unnormalize(torch.as_tensor(normalized, dtype=torch.float32)).numpy()
-        return np.clip(out.astype(np.float64), self.env_low, self.env_high)
-
-    def to_normalized(self, env_action: np.ndarray) -> np.ndarray:
-        out = self.policy.action_norm.normalize(torch.as_tensor(np.asarray(env_action), dtype=torch.float32))
-        return out.clamp(-1.0, 1.0).numpy().astype(np.float64)
-
-
-class ResidualEnv(_BaseWrapper):
+class ResidualEnv(DiffusionBaseWrapper):
     """See the module docstring. Observation: the env's Dict plus "base_action" (A,) — first in the
     flat state, where the residual SAC agent reads it (`SACConfig.residual_scale`)."""
 
@@ -130,62 +101,6 @@ class ResidualEnv(_BaseWrapper):
         return np.clip((self.to_normalized(env_action) - self._base_n) / self.scale, -1.0, 1.0)
 
 
-class NoiseActionEnv(_BaseWrapper):
-    """See the module docstring. Action: (pred_horizon · A,) in [−1, 1], scaled by `bound` to the
-    noise. Observation: {"history": (obs_horizon · D,)} for state bases. info["primitive_steps"]
-    counts the env steps a chunk took."""
-
-    def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *, bound: float = 1.5,
-                 seed: int = 0) -> None:
-        super().__init__(env, policy, layout, seed=seed)
-        if layout.images:
-            raise ConfigError("NoiseActionEnv serves state bases (its observation is the base's state history); "
-                              "pixel bases need the image history in replay, not supported yet")
-        if not 0.0 < bound <= 5.0:
-            raise ConfigError(f"noise bound must be in (0, 5], got {bound}")
-        self.bound = bound
-        h, d = policy.cfg.obs_horizon, layout.state_dim
-        self.observation_space = spaces.Dict({"history": spaces.Box(-np.inf, np.inf, (h * d,), np.float32)})
-        self.action_space = spaces.Box(-1.0, 1.0, (int(np.prod(policy.chunk_shape)),), np.float32)
-
-    def _obs(self) -> dict:
-        return {"history": np.concatenate([o["state"] for o in self.chunked.history]).astype(np.float32)}
-
-    def history_batch(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Flat histories (B, obs_horizon · D) → the base's observation batch."""
-        return {"state": history.reshape(history.shape[0], self.policy.cfg.obs_horizon, -1)}
-
-    def noise_of(self, action: np.ndarray | torch.Tensor) -> torch.Tensor:
-        a = torch.as_tensor(np.asarray(action), dtype=torch.float32).clamp(-1.0, 1.0)
-        return self.bound * a.reshape(-1, *self.policy.chunk_shape)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        self.chunked.reset()
-        self._seed_noise(seed)
-        self.chunked.observe(self.layout.raw(obs))
-        return self._obs(), info
-
-    def step(self, action: np.ndarray):
-        chunk = self.policy.sample(self.chunked.history_batch(), self.noise_of(action))[0]
-        executed = chunk[self.chunked.chunk_slice()].numpy().astype(np.float64)
-        total, steps = 0.0, 0
-        info: dict = {}
-        terminated = truncated = False
-        actions = []
-        for a in executed:
-            env_a = np.clip(a, self.env_low, self.env_high)
-            obs, reward, terminated, truncated, info = self.env.step(env_a)
-            actions.append(env_a)
-            total += float(reward)
-            steps += 1
-            self.chunked.observe(self.layout.raw(obs))
-            if terminated or truncated:
-                break
-        info = {**info, "primitive_steps": steps, "executed_actions": np.stack(actions)}
-        return self._obs(), total, terminated, truncated, info
-
-
 def residual_episode(ep: Episode, policy: DiffusionPolicy, layout: ObsLayout, scale: float | Sequence[float], *,
                      seed: int = 0) -> tuple[Episode, float]:
     """A recorded episode re-expressed as a residual run stores its steps, so demos can fill a
@@ -213,15 +128,3 @@ def residual_episode(ep: Episode, policy: DiffusionPolicy, layout: ObsLayout, sc
     clipped = float(np.mean(np.abs(residual) > 1.0)) if n else 0.0
     arrays = {**ep.arrays, "obs/base_action": base_n, "action": np.clip(residual, -1.0, 1.0).astype(np.float32)}
     return Episode(ep.path, arrays, ep.meta), clipped
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"a/b": x} → {"a": {"b": x}} (recorded observation keys → the env's nested observation)."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        parts = key.split("/")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
