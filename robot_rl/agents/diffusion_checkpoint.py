@@ -19,6 +19,7 @@ import torch
 from robot_rl.agents.diffusion import DiffusionConfig, DiffusionPolicy
 from robot_rl.agents.encoders import EncoderConfig
 from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.atomic import atomic_write
 from robot_rl.config import from_dict, to_dict
 from robot_rl.errors import ConfigError
 
@@ -57,9 +58,8 @@ def save_base(path: str | Path, policy: DiffusionPolicy, layout: ObsLayout, trai
                         "images": [[list(p), list(s)] for p, s in layout.images]},
              "state_dim": policy.state_dim, "action_dim": policy.action_dim, "state_dict": policy.state_dict(),
              "extra": json.dumps(extra or {})}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        torch.save(state, f)
     return path
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robot_rl.agents.augmentation import random_shift
 from robot_rl.agents.encoders import (
     EncoderConfig,
     ImageEncoder,
     build_encoder,
-    random_shift,
 )
 
 

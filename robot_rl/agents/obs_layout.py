@@ -15,6 +15,11 @@ from gymnasium import spaces
 
 from robot_rl.errors import ConfigError
 
+BASE_ACTION_KEY = "base_action"
+"""Top-level observation key of the base policy's proposed action in residual RL (base-normalized
+units, set by `envs.residual.ResidualEnv`). It is part of the state the networks see, and also
+passed to the agent by this name, so a residual agent finds it without knowing the state's order."""
+
 SKIP_KEYS = ("privileged",)
 """Dict keys left out of the state unless asked for (ground truth a real robot cannot observe)."""
 
@@ -35,6 +40,22 @@ class ObsLayout:
     @property
     def camera_names(self) -> tuple[str, ...]:
         return tuple(path[-1] for path, _ in self.images)
+
+    @property
+    def base_action_slice(self) -> slice | None:
+        """Where the `BASE_ACTION_KEY` part lies in the state vector (None: not a residual env)."""
+        start = 0
+        for path, size in self.state:
+            if path == (BASE_ACTION_KEY,):
+                return slice(start, start + size)
+            start += size
+        return None
+
+    def named_vectors(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """The state parts agents read by name, cut from a state vector (…, state_dim): today only
+        {BASE_ACTION_KEY: (…, A)} of a residual env, else {}."""
+        cut = self.base_action_slice
+        return {} if cut is None else {BASE_ACTION_KEY: np.ascontiguousarray(state[..., cut])}
 
     @staticmethod
     def of(space: spaces.Space, *, include: tuple[str, ...] = (), images: bool = True) -> ObsLayout:
@@ -70,8 +91,10 @@ class ObsLayout:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def raw(self, obs: Any) -> dict[str, np.ndarray]:
-        """One observation as the agents' flat dict: "state" (D,) and "images/<camera>" (H, W, 3)."""
+        """One observation as the agents' flat dict: "state" (D,), "images/<camera>" (H, W, 3) and
+        the `named_vectors` ("base_action" (A,) in a residual env)."""
         out = {"state": self.state_vector(obs)}
+        out.update(self.named_vectors(out["state"]))
         for cam, img in self.image_arrays(obs).items():
             out[f"images/{cam}"] = np.ascontiguousarray(img)
         return out

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from robot_rl.agents.nets import EnsembleMLP, TanhGaussianHead, mlp, soft_update
+from robot_rl.agents.obs_layout import BASE_ACTION_KEY
 from robot_rl.agents.sac_config import SACConfig
 
 GRIPPER_CLASSES = 3
@@ -62,10 +63,14 @@ class SACAgent(nn.Module):
 
     def critic_action(self, obs: dict, action: torch.Tensor) -> torch.Tensor:
         """The action the critic scores for the agent's `action` (B, cont_dim): the action itself,
-        or with `residual_scale` the executed clip(base + scale · residual), base read off the state."""
+        or with `residual_scale` the executed clip(base + scale · residual), the base's proposal read
+        from the observation's `BASE_ACTION_KEY` entry (B, cont_dim)."""
         if self.cfg.residual_scale is None:
             return action
-        base = obs["state"][:, : self.cont_dim]
+        base = obs.get(BASE_ACTION_KEY)
+        if base is None:
+            raise ValueError(f"a residual agent needs the base's action in the observation batch under "
+                             f"{BASE_ACTION_KEY!r} (ObsLayout.raw of a ResidualEnv observation provides it)")
         return (base + self.residual_scale * action).clamp(-1.0, 1.0)
 
     # ---- acting ------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ def actor_loss(agent: SACAgent, features: torch.Tensor, batch: dict | None = Non
     action, log_prob = agent.actor.sample_from(mean, log_std)
     if agent.cfg.residual_scale is not None:
         if batch is None:
-            raise ValueError("a residual agent's actor loss needs the batch (the base action is in its state)")
+            raise ValueError("a residual agent's actor loss needs the batch (it holds the base's action)")
         action = agent.critic_action(batch["obs"], action)
     q = agent.critic(torch.cat([features, action], -1)).squeeze(-1).mean(0)
     loss = (agent.alpha.detach() * log_prob - q).mean()

@@ -51,9 +51,9 @@ class SACConfig:
     residual_scale: float | None = None
     """Residual RL over a frozen base policy (ResiP / ResFiT): the actor outputs a residual r in
     [−1, 1], the env executes clip(base + residual_scale · r) in the base's normalized units, and
-    the critic scores that executed sum. The base action must be the first action_dim entries of
-    the state (robot_rl.finetune.wrappers.ResidualEnv puts it there). The actor's mean layer starts
-    at zero, so the untrained residual leaves the base unchanged."""
+    the critic scores that executed sum. The agent reads the base action from the observation's
+    "base_action" entry (robot_rl.envs.residual.ResidualEnv puts it there; ObsLayout passes it on by
+    name). The actor's mean layer starts at zero, so the untrained residual leaves the base unchanged."""
     residual_gripper_scale: float | None = None
     """Residual scale of the last action dimension, the gripper (None: `residual_scale`). A binary
     gripper command of ±1 cannot be flipped by a residual of 0.1; 1.0 gives the residual authority

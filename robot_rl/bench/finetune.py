@@ -84,10 +84,10 @@ def _residual_demos(cfg: FinetuneBench, base) -> str:
     from robot_rl.bench.learning import ensure_demos
     from robot_rl.data.episodes import episode_paths
 
-    own = Path(base.train.demos)
-    if own.is_dir() and base.train.episodes in (None, len(episode_paths(own))):
+    own, episodes = Path(base.train["demos"]), base.train.get("episodes")
+    if own.is_dir() and episodes in (None, len(episode_paths(own))):
         return str(own)
-    return str(ensure_demos(cfg.task, base.train.episodes or cfg.demos, images=False))
+    return str(ensure_demos(cfg.task, episodes or cfg.demos, images=False))
 
 
 def run(cfg: FinetuneBench) -> dict:
@@ -96,8 +96,8 @@ def run(cfg: FinetuneBench) -> dict:
     from robot_rl.finetune.run import FinetuneConfig
     from robot_rl.finetune.run import run as finetune
     from robot_rl.learning.plot import plot_success
-    from robot_rl.learning.runs import latest_checkpoint_path
-    from robot_rl.learning.train_bc import load_base
+    from robot_rl.learning.checkpoints import latest_checkpoint_path
+    from robot_rl.agents.diffusion_checkpoint import load_base
 
     base_path = ensure_base(cfg)
     base = load_base(base_path)
@@ -178,7 +178,7 @@ def _seed_summary(evals: list[dict], wall_min: float | None) -> dict:
 def _finished_run(run_dir: Path, budget: int) -> tuple[list[dict], float | None] | None:
     """(evaluations, wall minutes) of a run that reached its budget, or None (missing or interrupted)."""
     from robot_rl.finetune.run import _eval_point
-    from robot_rl.learning.runs import finished_run
+    from robot_rl.learning.metrics import finished_run
 
     done = finished_run(run_dir, budget)
     if done is None:

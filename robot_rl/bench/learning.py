@@ -92,7 +92,7 @@ def _steps_to(evals: list[dict], target: float) -> int | None:
 
 
 def _eval_point(env_step: int, cfg: LearningBench) -> int:
-    from robot_rl.learning.runs import eval_point
+    from robot_rl.learning.metrics import eval_point
 
     return min(cfg.steps, eval_point(env_step, cfg.eval_every))
 
@@ -111,7 +111,7 @@ def false_success_rate(lines: list[dict]) -> float | None:
 
 def _summary(cfg: LearningBench, seed: int, intervention: str, run_dir: Path, wall_min: float | None,
              lines: list[dict] | None = None) -> dict:
-    from robot_rl.learning.runs import read_metrics
+    from robot_rl.learning.metrics import read_metrics
 
     lines = read_metrics(run_dir) if lines is None else lines
     evals = [m for m in lines if m.get("kind") == "eval"]
@@ -134,7 +134,7 @@ def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
     import json
     from dataclasses import asdict
 
-    from robot_rl.learning.runs import config_diff, flatten_dict
+    from robot_rl.learning.run_dir import config_diff, flatten_dict
 
     path = run_dir / "config.json"
     if not path.is_file():
@@ -155,7 +155,7 @@ def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
 
 def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
     """The summary of a run that evaluated at its budget, or None (missing or interrupted)."""
-    from robot_rl.learning.runs import finished_run
+    from robot_rl.learning.metrics import finished_run
 
     run_dir = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
     done = finished_run(run_dir, cfg.steps)

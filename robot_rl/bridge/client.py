@@ -71,7 +71,11 @@ class BridgeClient:
         self._seq = 0
         self.last_timing: StepTiming | None = None
         self._connect_timeout_s = connect_timeout_s
-        self._hello(take_control)
+        try:
+            self._hello(take_control)
+        except BaseException:
+            self._sock.close(0)  # drop a queued hello: it must not claim the arm after we gave up
+            raise
 
     def _hello(self, take_control: bool) -> None:
         t0 = time.monotonic_ns()

@@ -24,7 +24,6 @@ numbering of those already there.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.atomic import atomic_write, write_bytes_atomic
 from robot_rl.config import to_dict
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec
@@ -124,7 +124,7 @@ class EpisodeWriter:
                 raise ConfigError(f"{self.dir} holds episodes of task {meta.get('task')!r} "
                                   f"(format {meta.get('format')!r}); record {task.name!r} into another folder")
         else:
-            _atomic_write(meta_path, json.dumps({"format": FORMAT, "version": VERSION, "task": task.name,
+            write_bytes_atomic(meta_path, json.dumps({"format": FORMAT, "version": VERSION, "task": task.name,
                                                  "task_spec": to_dict(task), "created_unix_s": time.time()},
                                                 indent=1).encode())
         for stale in self.dir.glob("*.tmp"):
@@ -138,20 +138,10 @@ class EpisodeWriter:
         arrays["meta"] = np.array(json.dumps({**meta, "steps": len(episode),
                                               "success": bool(episode.success and episode.success[-1])}))
         path = self.dir / f"episode_{self.next_index:06d}.npz"
-        tmp = path.with_suffix(".npz.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path, fsync=True) as f:
             (np.savez_compressed if self.compress else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         self.next_index += 1
         return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -168,6 +158,19 @@ class Episode:
     def observation(self, key: str) -> np.ndarray:
         """obs/<key> array, e.g. observation("tcp_pose") or observation("images/wrist")."""
         return self.arrays[f"obs/{key}"]
+
+    def obs_at(self, t: int) -> dict[str, Any]:
+        """The env's nested observation at step t (0 … len), rebuilt from the flat obs/<a>/<b> arrays."""
+        obs: dict[str, Any] = {}
+        for key, arr in self.arrays.items():
+            if not key.startswith("obs/"):
+                continue
+            node = obs
+            parts = key[4:].split("/")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = arr[t]
+        return obs
 
 
 def episode_paths(folder: str | Path) -> list[Path]:

@@ -15,6 +15,7 @@ import gymnasium as gym
 
 from robot_rl.agents.diffusion_checkpoint import BaseCheckpoint
 from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.agents.sac_config import residual_scales
 from robot_rl.envs.classifier_reward import ClassifierReward
 from robot_rl.envs.registration import ENV_IDS
 from robot_rl.envs.residual import ResidualEnv
@@ -43,8 +44,10 @@ class EnvConfig:
     classifier_consecutive: int = 2
     base: str | None = None
     """Path of the frozen diffusion base of a residual run (the loaded base is passed to make_env)."""
-    residual_scales: tuple[float, ...] | None = None
-    """Per-dimension residual scale (base-normalized units) of a residual run."""
+    residual_scale: float | None = None
+    """Residual scale of a residual run (base-normalized units; `SACConfig.residual_scale`)."""
+    residual_gripper_scale: float | None = None
+    """Residual scale of the last action dimension, the gripper (None: `residual_scale`)."""
     residual_enable_episodes: int = 0
     seed: int = 0
 
@@ -88,9 +91,10 @@ def _residual(cfg: EnvConfig, env: gym.Env, base: BaseCheckpoint) -> ResidualEnv
         raise ConfigError(f"base {cfg.base} was trained on {base.task!r}, this run's task is {cfg.task!r}")
     if base.layout.images and not ObsLayout.of(env.observation_space).images:
         raise ConfigError(f"base {cfg.base} sees cameras: run with --obs pixels")
-    if cfg.residual_scales is None:
+    if cfg.residual_scale is None:
         raise ConfigError(f"a residual run over {cfg.base} needs a residual scale (--agent.residual-scale)")
-    return ResidualEnv(env, base.policy, base.layout, scale=cfg.residual_scales, seed=cfg.seed,
+    scales = residual_scales(cfg.residual_scale, cfg.residual_gripper_scale, base.policy.action_dim)
+    return ResidualEnv(env, base.policy, base.layout, scale=scales, seed=cfg.seed,
                        enable_over_episodes=cfg.residual_enable_episodes)
 
 

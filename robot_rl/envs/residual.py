@@ -32,8 +32,8 @@ from robot_rl.errors import ConfigError
 
 
 class ResidualEnv(DiffusionBaseWrapper):
-    """See the module docstring. Observation: the env's Dict plus "base_action" (A,) — first in the
-    flat state, where the residual SAC agent reads it (`SACConfig.residual_scale`)."""
+    """See the module docstring. Observation: the env's Dict plus `BASE_ACTION_KEY` (A,), which
+    `ObsLayout` hands to the residual SAC agent by name (`SACConfig.residual_scale`)."""
 
     def __init__(self, env: gym.Env, policy: DiffusionPolicy, layout: ObsLayout, *,
                  scale: float | Sequence[float] = 0.1, seed: int = 0, enable_over_episodes: int = 0) -> None:
@@ -56,9 +56,9 @@ class ResidualEnv(DiffusionBaseWrapper):
         a = policy.action_dim
         inner = env.observation_space
         parts = dict(inner.spaces) if isinstance(inner, spaces.Dict) else {"env": inner}
-        if "base_action" in parts:
-            raise ConfigError("the env already observes a 'base_action': residual wrappers do not stack")
-        self.observation_space = spaces.Dict({"base_action": spaces.Box(-1.0, 1.0, (a,), np.float32), **parts})
+        if BASE_ACTION_KEY in parts:
+            raise ConfigError(f"the env already observes a {BASE_ACTION_KEY!r}: residual wrappers do not stack")
+        self.observation_space = spaces.Dict({BASE_ACTION_KEY: spaces.Box(-1.0, 1.0, (a,), np.float32), **parts})
         self.action_space = spaces.Box(-1.0, 1.0, (a,), np.float32)
         self._base_n = np.zeros(a)
 
@@ -66,7 +66,7 @@ class ResidualEnv(DiffusionBaseWrapper):
         base_env = self.chunked.act(self.layout.raw(obs), generator=self.gen)
         self._base_n = self.to_normalized(base_env)
         parts = dict(obs) if isinstance(obs, dict) else {"env": obs}
-        return {"base_action": self._base_n.astype(np.float32), **parts}
+        return {BASE_ACTION_KEY: self._base_n.astype(np.float32), **parts}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -119,12 +119,11 @@ def residual_episode(ep: Episode, policy: DiffusionPolicy, layout: ObsLayout, sc
     n = len(ep)
     base_n = np.zeros((n + 1, a), np.float32)
     for t in range(n + 1):  # the base's proposal at every observation, the last one included (next_obs)
-        obs = {k[4:]: v[t] for k, v in ep.arrays.items() if k.startswith("obs/")}
-        raw = layout.raw(_nest(obs))
+        raw = layout.raw(ep.obs_at(t))
         env_action = chunked.act(raw, generator=gen)
         base_n[t] = policy.action_norm.normalize(torch.as_tensor(env_action, dtype=torch.float32)).clamp(-1, 1).numpy()
     demo_n = policy.action_norm.normalize(torch.as_tensor(ep.arrays["action"], dtype=torch.float32)).clamp(-1, 1).numpy()
     residual = (demo_n - base_n[:n]) / scale
     clipped = float(np.mean(np.abs(residual) > 1.0)) if n else 0.0
-    arrays = {**ep.arrays, "obs/base_action": base_n, "action": np.clip(residual, -1.0, 1.0).astype(np.float32)}
+    arrays = {**ep.arrays, f"obs/{BASE_ACTION_KEY}": base_n, "action": np.clip(residual, -1.0, 1.0).astype(np.float32)}
     return Episode(ep.path, arrays, ep.meta), clipped

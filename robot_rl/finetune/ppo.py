@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -19,7 +20,14 @@ from torch import nn
 from robot_rl.agents.nets import mlp
 from robot_rl.agents.obs_encoder import STATE_STD_FLOOR
 from robot_rl.agents.sac_config import residual_scales
-from robot_rl.learning.obs import ObsLayout
+from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.learning.policy import run_episodes
+
+
+def residual_layout(env) -> ObsLayout:
+    """Observation layout of residual-ppo's model over a `ResidualEnv`: its whole state vector
+    (the base's proposal included), privileged twin state too."""
+    return ObsLayout.of(env.observation_space, include=("privileged",), images=False)
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ def ppo_loss(model: ResidualActorCritic, batch: dict, cfg: PPOConfig) -> tuple[t
                   "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item()}
 
 
-def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
+def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
               eval_fn: Callable[[ResidualActorCritic, int], dict] | None = None, eval_every: int = 50_000,
               seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None,
               checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10_000,
@@ -131,8 +139,6 @@ def train_ppo(make_env: Callable[[int], object], layout: ObsLayout, cfg: PPOConf
     envs cannot be saved: a restored run starts fresh episodes (reset with a seed of its step
     count), the steps of the episodes in flight at the checkpoint stay counted.
     """
-    import gymnasium as gym
-
     torch.manual_seed(seed)
     makers = [functools.partial(make_env, i) for i in range(cfg.num_envs)]
     if cfg.async_envs:
@@ -239,8 +245,6 @@ def evaluate_residual(model: ResidualActorCritic, env, layout: ObsLayout, episod
                       stochastic: bool = False) -> dict:
     """Episodes of base + residual on one `ResidualEnv`: the residual's mean (or a sample, with
     `stochastic`). Success rate, mean steps, and mean steps of the successful episodes (None if none)."""
-    from robot_rl.learning.policy import run_episodes
-
     def act(obs) -> np.ndarray:
         with torch.no_grad():
             dist = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0))

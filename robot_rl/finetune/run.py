@@ -22,12 +22,20 @@ from typing import Literal
 
 import torch
 
+from robot_rl.agents.diffusion_checkpoint import BaseCheckpoint, load_base
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
+from robot_rl.envs.make import base_env
+from robot_rl.envs.noise_action import NoiseActionEnv
+from robot_rl.envs.residual import ResidualEnv
 from robot_rl.errors import ConfigError
-from robot_rl.finetune.dsrl import DSRLConfig
-from robot_rl.finetune.ppo import PPOConfig
+from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
+from robot_rl.finetune.ppo import PPOConfig, evaluate_residual, residual_layout, train_ppo
+from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
+from robot_rl.learning.metrics import MetricsWriter, read_metrics
+from robot_rl.learning.run_dir import RunDir
+from robot_rl.learning.train import TrainCommand, run_train
 
 FINAL_FILE = "final.pt"
 """residual-ppo and DSRL runs: the trained agent and the run's config, written at the end."""
@@ -108,12 +116,10 @@ class FinetuneConfig:
 
 
 def run(cfg: FinetuneConfig) -> dict:
-    from robot_rl.learning.train_bc import load_base
-
     base = load_base(cfg.base)
-    if cfg.task is not None and cfg.task != base.train.task:
-        raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, not {cfg.task!r}")
-    cfg = replace(cfg, task=base.train.task)
+    if cfg.task is not None and cfg.task != base.task:
+        raise ConfigError(f"base {cfg.base} was trained on {base.task!r}, not {cfg.task!r}")
+    cfg = replace(cfg, task=base.task)
     setup_torch(cfg.torch_threads)
     base_eval = (base.extra.get("evaluation") or {}).get("success_rate")
     t0 = time.monotonic()
@@ -127,12 +133,9 @@ def run(cfg: FinetuneConfig) -> dict:
             "run_dir": f"{cfg.runs_dir}/{cfg.run_name}", "wall_min": round((time.monotonic() - t0) / 60, 2), **result}
 
 
-def _residual_sac(cfg: FinetuneConfig, base) -> dict:
-    from robot_rl.learning.runs import read_metrics
-    from robot_rl.learning.train import TrainCommand, run_train
-
+def _residual_sac(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
     kwargs = {} if cfg.server is None else {"server": cfg.server, "keys_dir": cfg.keys_dir}
-    cmd = TrainCommand(task=cfg.task, obs=base.train.obs, privileged=base.train.privileged, encoder=base.train.encoder,
+    cmd = TrainCommand(task=cfg.task, obs=base.obs, privileged=base.privileged, encoder=base.encoder,
                        agent=cfg.residual, base=cfg.base, env_steps=cfg.env_steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=cfg.intervention, seed=cfg.seed,
                        run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
@@ -150,30 +153,10 @@ def _eval_point(e: dict) -> dict:
     return {"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
 
 
-def _twin_env(task: str, base, *, in_process: bool = True, server: str | None = None, keys_dir: str | None = None):
-    """The base's env: the embedded twin (in this process by default), or the robot PC at `server`
-    (a base that observes the twin's object state needs a twin there: RobotEnv says so otherwise)."""
-    from robot_rl.envs.robot_env import RobotEnv
-
-    where = {"in_process": in_process} if server is None else {"server": server, "keys_dir": keys_dir}
-    return RobotEnv(task, image_obs=bool(base.layout.images),
-                    privileged_obs=base.train.privileged and base.train.obs == "state", **where)
-
-
-def residual_layout(env):
-    """Observation layout of residual-ppo's model over a `ResidualEnv` (its state vector)."""
-    from robot_rl.learning.obs import ObsLayout
-
-    return ObsLayout.of(env.observation_space, include=("privileged",), images=False)
-
-
-def _dsrl(cfg: FinetuneConfig, base) -> dict:
-    from robot_rl.finetune.dsrl import train_dsrl
-    from robot_rl.finetune.wrappers import NoiseActionEnv
-
+def _dsrl(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
     variant = "sac" if cfg.method == "dsrl-sac" else "na"
-    env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound, seed=cfg.seed)
-    eval_env = NoiseActionEnv(_twin_env(cfg.task, base), base.policy, base.layout, bound=cfg.dsrl.noise_bound,
+    env = NoiseActionEnv(base_env(base, cfg.task), base.policy, base.layout, bound=cfg.dsrl.noise_bound, seed=cfg.seed)
+    eval_env = NoiseActionEnv(base_env(base, cfg.task), base.policy, base.layout, bound=cfg.dsrl.noise_bound,
                               seed=cfg.seed + 1)
     with _session(cfg) as run:
         last_log = [0]
@@ -196,14 +179,11 @@ def _dsrl(cfg: FinetuneConfig, base) -> dict:
     return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
 
 
-def _residual_ppo(cfg: FinetuneConfig, base) -> dict:
-    from robot_rl.finetune.ppo import evaluate_residual, train_ppo
-    from robot_rl.finetune.wrappers import ResidualEnv
-
+def _residual_ppo(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
     def make_env(index: int):
         # The index, not a call counter, picks the base's noise seed: with --ppo.async-envs each
         # env is built in its own worker process.
-        return ResidualEnv(_twin_env(cfg.task, base), base.policy, base.layout,
+        return ResidualEnv(base_env(base, cfg.task), base.policy, base.layout,
                            scale=cfg.ppo.residual_scales(base.policy.action_dim),
                            seed=cfg.seed * 1000 + index + 2)
 
@@ -266,14 +246,12 @@ class _Session:
     `--resume`), its metrics, the progress bar and the checkpoint to continue from."""
 
     cfg: FinetuneConfig
-    run_dir: object
-    metrics: object
+    run_dir: RunDir
+    metrics: MetricsWriter
     progress: _progress
     restore: dict | None
 
     def checkpoint(self, state: dict) -> None:
-        from robot_rl.learning.runs import checkpoint_name, save_checkpoint
-
         # The config makes checkpoints loadable by `robot-rl eval`.
         save_checkpoint(self.run_dir, checkpoint_name(int(state["env_steps"])), state | {"config": to_dict(self.cfg)},
                         keep_last=2)
@@ -289,7 +267,6 @@ class _Session:
 
 @contextmanager
 def _session(cfg: FinetuneConfig) -> Iterator[_Session]:
-    from robot_rl.learning.runs import MetricsWriter, RunDir, load_latest_checkpoint
 
     with RunDir(cfg.run_name, root=cfg.runs_dir, config=cfg, resume=cfg.resume) as run_dir, \
             MetricsWriter(run_dir) as metrics, _progress(cfg) as progress:

@@ -22,16 +22,12 @@ import numpy as np
 import torch
 import zmq
 
+from robot_rl.atomic import write_text_atomic
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
-from robot_rl.learning.config import (
-    ActionScaler,
-    TrainConfig,
-    action_dim_of,
-    layout_of,
-    make_agent,
-    make_env,
-)
+from robot_rl.envs.actions import ActionScaler, action_dim_of
+from robot_rl.envs.make import make_env
+from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.policy import load_weights, obs_batch, policy_action, success_of
 from robot_rl.task_spec import load_task
 from robot_rl.teleop.intervention import make_intervener
@@ -42,6 +38,8 @@ HEARTBEAT_S = 1.0
 RESEND_AFTER_S = 1.5
 """Resend from the learner's position when it has not advanced for this long."""
 LEARNER_TIMEOUT_S = 5.0
+FIRST_UPDATE_GRACE_S = 180.0
+"""Silence allowed before the learner's first update (compiling the critics on a slow machine)."""
 MAX_OUTBOX = 200_000
 """Steps kept for resending while the learner is unreachable (oldest dropped beyond, with a warning)."""
 
@@ -65,8 +63,8 @@ class Actor:
         self.run_dir = Path(opts.run_dir)
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
-        self.env = make_env(cfg)
-        self.layout = layout_of(cfg, self.env)
+        self.env = make_env(cfg.env_config(), base=cfg.load_base())
+        self.layout = cfg.layout_of(self.env)
         self.scaler = ActionScaler.of(self.env)
         self.agent = make_agent(cfg, self.layout, action_dim_of(self.env)).eval()
         self.task = load_task(cfg.task) if cfg.env is None else None
@@ -178,7 +176,9 @@ class Actor:
         self._last_beat = now
         self._send(wire.encode(wire.Heartbeat(self.opts.actor, self.next_seq, self._oldest(), self.env_steps,
                                               self.weights_version)))
-        if not self.learner_lost and now - self.last_ack > LEARNER_TIMEOUT_S:
+        # The learner's first update compiles its critics (≈ 20 s without answering): expected, not a fault.
+        timeout_s = FIRST_UPDATE_GRACE_S if self.learner_update == 0 and self.cfg.compile else LEARNER_TIMEOUT_S
+        if not self.learner_lost and now - self.last_ack > timeout_s:
             self.learner_lost = True
             log.warning("learner silent for %.0f s: acting on with weights v%d, keeping %d steps to resend",
                         now - self.last_ack, self.weights_version, len(self.outbox))
@@ -359,10 +359,8 @@ class Actor:
 
     def _save_state(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"next_seq": self.next_seq, "env_steps": self.env_steps,
-                                   "episodes": self.episodes, "next_eval": self.next_eval}))
-        tmp.replace(self._state_path())
+        write_text_atomic(self._state_path(), json.dumps({"next_seq": self.next_seq, "env_steps": self.env_steps,
+                                                          "episodes": self.episodes, "next_eval": self.next_eval}))
 
     def close(self) -> None:
         self.intervener.close()

@@ -1,20 +1,21 @@
 """`robot-rl train` configuration, and the pieces actor and learner both build from it
-(the env, the observation layout, the agent)."""
+(the env config, the observation layout, the agent)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
-import numpy as np
 
+from robot_rl.agents.diffusion_checkpoint import BaseCheckpoint, load_base
 from robot_rl.agents.encoders import EncoderConfig
 from robot_rl.agents.obs_encoder import ObsEncoder
+from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.agents.sac import SACAgent, SACConfig
+from robot_rl.envs.make import EnvConfig, layout_of
 from robot_rl.errors import ConfigError
-from robot_rl.learning.obs import ObsLayout
 
 
 @dataclass(frozen=True)
@@ -148,96 +149,25 @@ class TrainConfig:
     def kwargs(self) -> dict[str, Any]:
         return json.loads(self.env_kwargs)
 
+    def env_config(self) -> EnvConfig:
+        """The env stack this run acts in (`envs.make.make_env` builds it)."""
+        return EnvConfig(task=self.task, env=self.env, env_kwargs=self.kwargs(), obs=self.obs, privileged=self.privileged,
+                         classifier=self.classifier, classifier_consecutive=self.classifier_consecutive, base=self.base,
+                         residual_scale=self.agent.residual_scale,
+                         residual_gripper_scale=self.agent.residual_gripper_scale,
+                         residual_enable_episodes=self.residual_enable_episodes, seed=self.seed)
 
-ENV_IDS = {"pick_cube": "robot_rl/PickCube-v0", "peg_insertion": "robot_rl/PegInsertion-v0"}
+    def layout_of(self, env: gym.Env) -> ObsLayout:
+        """The observation layout this run's agent reads from `env`."""
+        return layout_of(env, obs=self.obs, privileged=self.privileged)
 
-
-def make_env(cfg: TrainConfig, *, render_images: bool | None = None) -> gym.Env:
-    """The env a run acts in (actor, evaluation). With `cfg.classifier`, reward and termination
-    come from the success classifier (cameras are rendered for it even when the agent learns from
-    state); info keeps the env's own verdict as `env_success` for scoring."""
-    import robot_rl  # noqa: F401 - registers the robot_rl env ids
-
-    kwargs = cfg.kwargs()
-    images = (cfg.obs == "pixels" or cfg.classifier is not None) if render_images is None else render_images
-    if cfg.classifier is not None and cfg.env is None and "task" not in kwargs:
-        from dataclasses import replace as _replace
-
-        from robot_rl.task_spec import RewardSpec, load_task
-
-        # The classifier alone decides success: the twin's ground truth must not end episodes.
-        kwargs["task"] = _replace(load_task(cfg.task), reward=RewardSpec(type="none"))
-    if cfg.env is not None:
-        env = gym.make(cfg.env, **kwargs)
-    elif (env_id := ENV_IDS.get(cfg.task)) is None:  # any task spec in tasks/: build the env directly
-        from robot_rl.envs.robot_env import RobotEnv
-
-        kwargs.setdefault("image_obs", images)
-        kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
-        env = RobotEnv(kwargs.pop("task", cfg.task), **kwargs)
-    else:
-        kwargs.setdefault("image_obs", images)
-        kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
-        env = gym.make(env_id, **kwargs)
-    if cfg.classifier is not None and images:
-        from robot_rl.rewards.classifier import ClassifierReward
-
-        env = ClassifierReward(env, cfg.classifier, consecutive=cfg.classifier_consecutive)
-    if cfg.base is not None:
-        env = _residual_env(cfg, env)
-    return env
-
-
-_BASES: dict = {}
-
-
-def _residual_env(cfg: TrainConfig, env: gym.Env) -> gym.Env:
-    from robot_rl.finetune.wrappers import ResidualEnv
-    from robot_rl.learning.train_bc import load_base
-
-    if cfg.base not in _BASES:  # the actor's eval and training envs share one loaded base
-        _BASES[cfg.base] = load_base(cfg.base)
-    base = _BASES[cfg.base]
-    if cfg.env is None and base.train.task != cfg.task:
-        raise ConfigError(f"base {cfg.base} was trained on {base.train.task!r}, this run's task is {cfg.task!r}")
-    if base.layout.images and not ObsLayout.of(env.observation_space).images:
-        raise ConfigError(f"base {cfg.base} sees cameras: run with --obs pixels")
-    return ResidualEnv(env, base.policy, base.layout, scale=cfg.agent.residual_scales(base.policy.action_dim),
-                       seed=cfg.seed, enable_over_episodes=cfg.residual_enable_episodes)
-
-
-def layout_of(cfg: TrainConfig, env: gym.Env) -> ObsLayout:
-    include = ("privileged",) if cfg.privileged else ()
-    return ObsLayout.of(env.observation_space, include=include, images=cfg.obs == "pixels")
-
-
-def action_dim_of(env: gym.Env) -> int:
-    """Size of the env's 1-D Box action space (other bounds than [−1, 1] go through ActionScaler)."""
-    space = env.action_space
-    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-        raise ConfigError(f"the agents need a 1-D Box action space, got {space}")
-    return int(space.shape[0])
+    def load_base(self) -> BaseCheckpoint | None:
+        """The frozen diffusion base of a residual run (None otherwise); load it once and pass it
+        to every env of the process (`make_env(cfg.env_config(), base=…)`)."""
+        return None if self.base is None else load_base(self.base)
 
 
 def make_agent(cfg: TrainConfig, layout: ObsLayout, action_dim: int) -> SACAgent:
     encoder = ObsEncoder(layout.state_dim, layout.camera_names if cfg.obs == "pixels" else (),
                          cfg.encoder if cfg.obs == "pixels" else None)
     return SACAgent(encoder, encoder.feature_dim, action_dim, cfg.agent)
-
-
-@dataclass(frozen=True)
-class ActionScaler:
-    """Maps the agent's [−1, 1] actions onto an env's Box bounds (identity for robot_rl envs)."""
-
-    low: np.ndarray = field(default_factory=lambda: np.array([-1.0]))
-    high: np.ndarray = field(default_factory=lambda: np.array([1.0]))
-
-    @staticmethod
-    def of(env: gym.Env) -> ActionScaler:
-        return ActionScaler(np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64))
-
-    def to_env(self, action: np.ndarray) -> np.ndarray:
-        return self.low + (np.clip(action, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
-
-    def to_agent(self, action: np.ndarray) -> np.ndarray:
-        return np.clip(2.0 * (np.asarray(action) - self.low) / (self.high - self.low) - 1.0, -1.0, 1.0)

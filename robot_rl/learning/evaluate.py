@@ -1,12 +1,13 @@
-"""`robot-rl eval --checkpoint …`: deterministic episodes of a trained agent: success rate and
-cycle time (mean duration of the successful episodes)."""
+"""Evaluation of `robot-rl train` checkpoints: load a checkpoint (a file or a run folder's newest),
+rebuild its agent for an env, and run deterministic episodes (success rate and cycle time, the
+mean duration of the successful episodes). `robot-rl eval` (cli/eval.py) dispatches here.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +15,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from robot_rl.agents.diffusion_checkpoint import is_base_state
 from robot_rl.config import from_dict
+from robot_rl.envs.actions import ActionScaler, action_dim_of
+from robot_rl.envs.make import make_env
 from robot_rl.errors import ConfigError
-from robot_rl.learning.config import (
-    ActionScaler,
-    TrainConfig,
-    action_dim_of,
-    layout_of,
-    make_agent,
-    make_env,
-)
+from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.policy import obs_batch, policy_action, run_episodes
-from robot_rl.learning.runs import LATEST_FILE, latest_checkpoint_path
-from robot_rl.learning.train_bc import FORMAT as BC_FORMAT
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluate a checkpoint (a .pt file or a run folder, whose latest checkpoint is used)."""
-
-    checkpoint: str
-    episodes: int = 50
-    seed: int = 1000
-    server: str | None = None
-    """Evaluate on a robot PC instead of the embedded twin."""
-    keys_dir: str | None = None
-    stochastic: bool = False
-    """Sample actions instead of the deterministic (mean) policy."""
-
-    def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ConfigError(f"episodes must be ≥ 1, got {self.episodes}")
+from robot_rl.learning.checkpoints import LATEST_FILE, latest_checkpoint_path
 
 
 def load_state(path: Path) -> tuple[dict, Path]:
@@ -62,7 +40,7 @@ def load_state(path: Path) -> tuple[dict, Path]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
         raise ConfigError(f"{path} cannot be loaded as a checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    if not isinstance(state, dict) or not (isinstance(state.get("config"), dict) or state.get("format") == BC_FORMAT):
+    if not isinstance(state, dict) or not (isinstance(state.get("config"), dict) or is_base_state(state)):
         raise ConfigError(f"{path} is not a checkpoint of `robot-rl train`, `robot-rl finetune` or `robot-rl train-bc`")
     return state, path
 
@@ -70,9 +48,17 @@ def load_state(path: Path) -> tuple[dict, Path]:
 def load_agent(path: Path):
     """(agent state, TrainConfig) from a checkpoint file or the newest checkpoint of a run folder."""
     state, path = load_state(path)
-    if "config" not in state:
-        raise ConfigError(f"{path} is a diffusion BC base, not an agent checkpoint")
-    return state, from_dict(TrainConfig, state["config"], where="checkpoint config")
+    return state, train_config_of(state, path)
+
+
+def train_config_of(state: dict, path: Path) -> TrainConfig:
+    """The TrainConfig a `robot-rl train` checkpoint was written with (ConfigError for a diffusion
+    base or a checkpoint of another command, e.g. `robot-rl finetune --method residual-ppo`)."""
+    if is_base_state(state):
+        raise ConfigError(f"{path} is a diffusion BC base, not a `robot-rl train` checkpoint")
+    if set(state["config"]) - {f.name for f in fields(TrainConfig)}:
+        raise ConfigError(f"{path} is not a `robot-rl train` checkpoint (a finetune run's?): give a `robot-rl train` run")
+    return from_dict(TrainConfig, state["config"], where=f"checkpoint {path}")
 
 
 def agent_policy(state: dict, cfg: TrainConfig, env: gym.Env, *, deterministic: bool, seed: int | None = None,
@@ -83,7 +69,7 @@ def agent_policy(state: dict, cfg: TrainConfig, env: gym.Env, *, deterministic: 
     naming the difference otherwise). Stochastic actions (deterministic=False) draw from a
     generator seeded with `seed`, so a recording can be replayed.
     """
-    layout = layout_of(cfg, env)
+    layout = cfg.layout_of(env)
     agent = make_agent(cfg, layout, action_dim_of(env))
     layout.check_matches(state.get("obs_layout"), what=where)
     try:
@@ -104,73 +90,37 @@ def checkpoint_policy(path: str | Path, env: gym.Env, task: str, *, deterministi
     """`agent_policy` of a run folder's newest checkpoint (or a checkpoint file) of `robot-rl train`
     on `task`, e.g. to record the policy's own episodes for a classifier (collect-frames --policy)."""
     state, file = load_state(Path(path))
-    from robot_rl.finetune.evaluate import is_finetune_state  # lazy: finetune builds on learning
-
-    if state.get("format") == BC_FORMAT or is_finetune_state(state):
-        raise ConfigError(f"{file} is a diffusion BC base or a finetune run: give a `robot-rl train` run")
-    cfg = from_dict(TrainConfig, state["config"], where=f"checkpoint {file}")
+    cfg = train_config_of(state, file)
     if cfg.env is not None or cfg.task != task:
         raise ConfigError(f"{file} was trained on {cfg.env or cfg.task!r}, not on task {task!r}")
     if cfg.base is not None:
         raise ConfigError(f"{file} is a residual run over base {cfg.base}: record with the base's own env instead")
     return agent_policy(state, cfg, env, deterministic=deterministic, seed=seed, where=f"checkpoint {file}")
 
-
-def run(cfg: EvalConfig) -> dict:
-    state, path = load_state(Path(cfg.checkpoint))
-    t0 = time.perf_counter()
-    if state.get("format") == BC_FORMAT:  # a diffusion BC base on its own
-        result = _evaluate_base(path, cfg)
-        return {"checkpoint": str(cfg.checkpoint), **result, "wall_s": round(time.perf_counter() - t0, 1)}
-    from robot_rl.finetune.evaluate import evaluate_finetuned, is_finetune_state  # lazy: finetune builds on learning
-
-    if is_finetune_state(state):  # residual-ppo and DSRL runs: base + residual or noise policy
-        result = evaluate_finetuned(state, episodes=cfg.episodes, seed=cfg.seed, stochastic=cfg.stochastic,
-                                    server=cfg.server, keys_dir=cfg.keys_dir)
-        return {"checkpoint": str(cfg.checkpoint), **result, "wall_s": round(time.perf_counter() - t0, 1)}
-    train_cfg = from_dict(TrainConfig, state["config"], where="checkpoint config")
-    kwargs = train_cfg.kwargs()
-    if cfg.server is not None:
-        kwargs.update(server=cfg.server, keys_dir=cfg.keys_dir)
-    train_cfg = replace(train_cfg, env_kwargs=json.dumps(kwargs), eval_episodes=cfg.episodes)
-    env = make_env(train_cfg)
+def evaluate_agent(state: dict, path: Path, *, episodes: int, seed: int, stochastic: bool = False,
+                   server: str | None = None, keys_dir: str | None = None) -> dict[str, Any]:
+    """Success rate, mean steps and cycle time of a `robot-rl train` checkpoint (its own env stack;
+    a residual run's base is loaded from the path in its config)."""
+    cfg = train_config_of(state, path)
+    kwargs = cfg.kwargs()
+    if server is not None:
+        kwargs.update(server=server, keys_dir=keys_dir)
+    cfg = replace(cfg, env_kwargs=json.dumps(kwargs), eval_episodes=episodes)
+    env = make_env(cfg.env_config(), base=cfg.load_base())
     try:
-        act = agent_policy(state, train_cfg, env, deterministic=not cfg.stochastic, seed=cfg.seed,
-                           where=f"checkpoint {path}")
+        act = agent_policy(state, cfg, env, deterministic=not stochastic, seed=seed, where=f"checkpoint {path}")
         step_s = getattr(getattr(env.unwrapped, "task", None), "step_s", None)
-        t0 = time.perf_counter()
-        result = run_episodes(env, act, cfg.episodes, cfg.seed)
+        result = run_episodes(env, act, episodes, seed)
     finally:
         env.close()
-    return {"checkpoint": str(cfg.checkpoint), "update": int(state["update"]), "episodes": cfg.episodes,
-            "success_rate": result["success_rate"], "mean_steps": result["mean_steps"],
-            "cycle_time_s": _cycle_time_s(result, step_s),
-            "wall_s": round(time.perf_counter() - t0, 1)}
+    return {"update": int(state["update"]), "episodes": episodes, "success_rate": result["success_rate"],
+            "mean_steps": result["mean_steps"], "cycle_time_s": cycle_time_s(result, step_s)}
 
 
-def _cycle_time_s(result: dict, step_s: float | None) -> float | None:
+def cycle_time_s(result: dict, step_s: float | None) -> float | None:
     """Mean duration of the successful episodes: simulated time on a stepped twin, wall time otherwise."""
     if result["success_mean_steps"] is None:
         return None
     if step_s and result["clock"] == "sim":
         return result["success_mean_steps"] * step_s
     return result["success_mean_wall_s"]
-
-
-def _evaluate_base(path: Path, cfg: EvalConfig) -> dict:
-    """A diffusion BC base alone (its chunks sampled from noise seeded by `cfg.seed`)."""
-    from robot_rl.learning.train_bc import evaluate_base, load_base
-
-    base = load_base(path)
-    kwargs = {} if cfg.server is None else {"server": cfg.server, "keys_dir": cfg.keys_dir}
-    env_cfg = TrainConfig(task=base.train.task, obs=base.train.obs, privileged=base.train.privileged,
-                          encoder=base.train.encoder, env_kwargs=json.dumps(kwargs))
-    env = make_env(env_cfg)
-    try:
-        result = evaluate_base(base.policy, env, base.layout, cfg.episodes, seed=cfg.seed)
-        step_s = env.unwrapped.task.step_s
-    finally:
-        env.close()
-    cycle = _cycle_time_s(result, step_s)
-    return {"method": "diffusion-bc", "episodes": cfg.episodes, "success_rate": result["success_rate"],
-            "mean_steps": result["mean_steps"], "cycle_time_s": None if cycle is None else round(cycle, 3)}

@@ -13,7 +13,7 @@ from robot_rl.data.episodes import Episode
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
 from robot_rl.learning.config import TrainConfig
-from robot_rl.learning.obs import ObsLayout
+from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.learning.replay import EpisodeAssembler, FieldSpec, ReplayBuffer
 
 EMBED_BATCH = 32
@@ -27,6 +27,8 @@ class Ingestor:
         self.agent, self.layout, self.cfg = agent, layout, cfg
         self.embed = cfg.obs == "pixels" and agent.encoder.frozen
         fields = {"state": FieldSpec((layout.state_dim,), "float32")}
+        for name, vector in layout.named_vectors(np.zeros(layout.state_dim, np.float32)).items():
+            fields[name] = FieldSpec(vector.shape, "float32")  # e.g. a residual run's base action, by name
         for (path, shape) in layout.images:
             cam = path[-1]
             if self.embed:
@@ -45,8 +47,8 @@ class Ingestor:
     # ---- actor steps ---------------------------------------------------------------------------
 
     def add_step(self, msg: wire.Step) -> None:
-        obs = None if msg.obs_state is None else _raw(msg.obs_state, msg.obs_images)
-        nxt = _raw(msg.next_state, msg.next_images)
+        obs = None if msg.obs_state is None else self._raw(msg.obs_state, msg.obs_images)
+        nxt = self._raw(msg.next_state, msg.next_images)
         kw = dict(action=np.asarray(msg.action, np.float32), reward=msg.reward, terminated=msg.terminated,
                   truncated=msg.truncated, intervention=msg.intervention, grasp_penalty=msg.grasp_penalty, seq=msg.seq)
         self._queue.append(("actor", obs, nxt, kw, msg.episode_stats))
@@ -110,9 +112,9 @@ class Ingestor:
         t_max = len(ep)
         raws = []
         for t in range(t_max + 1):
-            obs = _obs_at(ep, t)
+            obs = ep.obs_at(t)
             images = self.layout.image_arrays(obs) if self.layout.images else {}
-            raws.append(_raw(self.layout.state_vector(obs), images))
+            raws.append(self._raw(self.layout.state_vector(obs), images))
         fields = self._fields(raws)
         stream = f"demo:{ep.path.name}"
         for t in range(t_max):
@@ -123,11 +125,20 @@ class Ingestor:
 
     # ---- helpers -------------------------------------------------------------------------------
 
+    def _raw(self, state: np.ndarray, images: dict[str, np.ndarray] | None) -> dict[str, Any]:
+        """Buffer fields of one observation before embedding: "state", the layout's named vectors
+        ("base_action" of a residual run) and "images/<cam>"."""
+        state = np.asarray(state, np.float32)
+        out = {"state": state, **self.layout.named_vectors(state)}
+        for cam, img in (images or {}).items():
+            out[f"images/{cam}"] = np.asarray(img, np.uint8)
+        return out
+
     def _fields(self, raws: list[dict]) -> list[dict]:
         """Buffer fields of raw observations ({"state", "images/<cam>"}): embeddings computed in batches."""
         if not self.embed:
             return raws
-        out = [{"state": r["state"]} for r in raws]
+        out = [{k: v for k, v in r.items() if not k.startswith("images/")} for r in raws]
         for (path, _) in self.layout.images:
             cam = path[-1]
             for start in range(0, len(raws), EMBED_BATCH):
@@ -137,27 +148,6 @@ class Ingestor:
                 for i, e in enumerate(emb):
                     out[start + i][f"embeddings/{cam}"] = e
         return out
-
-
-def _raw(state: np.ndarray, images: dict[str, np.ndarray] | None) -> dict[str, Any]:
-    out = {"state": np.asarray(state, np.float32)}
-    for cam, img in (images or {}).items():
-        out[f"images/{cam}"] = np.asarray(img, np.uint8)
-    return out
-
-
-def _obs_at(ep: Episode, t: int) -> dict:
-    """The nested observation dict of step t of a recorded episode."""
-    obs: dict = {}
-    for key, arr in ep.arrays.items():
-        if not key.startswith("obs/"):
-            continue
-        node = obs
-        parts = key[4:].split("/")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = arr[t]
-    return obs
 
 
 def check_demo_compatible(layout: ObsLayout, ep: Episode) -> None:

@@ -8,6 +8,7 @@ A silent actor leaves the learner waiting (it logs once, then keeps waiting).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -23,23 +24,17 @@ from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
-from robot_rl.learning.config import (
-    TrainConfig,
-    action_dim_of,
-    layout_of,
-    make_agent,
-    make_env,
-)
+from robot_rl.envs.actions import action_dim_of
+from robot_rl.envs.make import make_env
+from robot_rl.envs.residual import residual_episode
+from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.ingest import Ingestor
 from robot_rl.learning.policy import acting_state
+from robot_rl.learning.progress import RunStatus
 from robot_rl.learning.replay import MixedSampler
-from robot_rl.learning.runs import (
-    MetricsWriter,
-    RunDir,
-    checkpoint_name,
-    load_latest_checkpoint,
-    save_checkpoint,
-)
+from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
+from robot_rl.learning.metrics import MetricsWriter
+from robot_rl.learning.run_dir import RunDir
 from robot_rl.learning.step_log import StepLog
 
 log = logging.getLogger(__name__)
@@ -53,13 +48,17 @@ class Learner:
     """See the module docstring. `run()` returns once `cfg.env_steps` steps have arrived, been
     persisted and learned from, and the actor's final evaluation (if any) is logged."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, status: RunStatus | None = None) -> None:
         self.cfg = cfg
+        self.status = status or RunStatus(cfg.run_name, cfg.env_steps)
+        """What the run's progress display shows (the learner keeps it current)."""
         setup_torch(cfg.torch_threads, matmul_precision=cfg.matmul_precision)
         torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
-        env = make_env(cfg, render_images=cfg.obs == "pixels")
+        self.base = cfg.load_base()
+        """A residual run's frozen base: its env wraps it, its demos are re-expressed as residuals of it."""
+        env = make_env(cfg.env_config(), base=self.base, render_images=cfg.obs == "pixels")
         try:
-            self.layout = layout_of(cfg, env)
+            self.layout = cfg.layout_of(env)
             self.action_dim = action_dim_of(env)
         finally:
             env.close()
@@ -84,6 +83,7 @@ class Learner:
         self.demo_residual_clipped: float | None = None
         """Residual runs with demos: fraction of the demos' action entries clipped to ±1 as residuals."""
         if cfg.demos:
+            self.status.set_phase(f"loading demos from {cfg.demos}")
             self._load_demos(Path(cfg.demos))
         if resume:
             self._restore()
@@ -124,14 +124,8 @@ class Learner:
                      100 * self.demo_residual_clipped)
 
     def _residual_demos(self):
-        """Residual runs store demos as residuals of the base (finetune.wrappers.residual_episode)."""
-        import functools
-
-        from robot_rl.finetune.wrappers import residual_episode  # lazy: as learning.config's residual env
-        from robot_rl.learning.config import _BASES
-        from robot_rl.learning.train_bc import load_base
-
-        base = _BASES.get(self.cfg.base) or load_base(self.cfg.base)
+        """Residual runs store demos as residuals of the base (`envs.residual.residual_episode`)."""
+        base = self.base
         return functools.partial(residual_episode, policy=base.policy, layout=base.layout,
                                  scale=self.cfg.agent.residual_scales(base.policy.action_dim))
 
@@ -181,6 +175,7 @@ class Learner:
             self.ingest.add_step(msg)
             if msg.episode_stats:
                 self.metrics.write("episode", self.env_steps, msg.episode_stats, update=self.update_count)
+                self.status.on_episode(msg.episode_stats)
         elif isinstance(msg, wire.ActorHello):
             error = self._check_hello(msg)
             if not error:
@@ -197,6 +192,7 @@ class Learner:
                                     update=self.update_count, extra={"weights_version": msg.weights_version,
                                                                      "mean_return": msg.mean_return})
             log.info("eval at %d env steps: success %.2f", msg.env_step, msg.success_rate)
+            self.status.on_eval(msg.env_step, msg.success_rate)
             if msg.env_step >= self.cfg.env_steps:
                 self.final_eval_seen = True
 
@@ -245,15 +241,21 @@ class Learner:
             return
         log.info("pretraining: %d updates on %d demo transitions", self.cfg.pretrain_updates, len(self.ingest.demo))
         while self.update_count < self.cfg.pretrain_updates:
+            self.status.set_phase(f"pretraining on the demos: update {self.update_count + 1} of "
+                                  f"{self.cfg.pretrain_updates}")
             self._drain(timeout_ms=0)
             self._train_step()
             self._persist()  # acknowledges the actor's steps, as the main loop does
+            self._update_status()
         self._checkpoint()
         self._publish()
         self.metrics.write("train", self.env_steps, {**self._train_metrics, "pretrain_done": 1.0},
                            update=self.update_count)
 
     def _train_step(self) -> None:
+        if self.update_count == 0 and self.cfg.compile:
+            self.status.set_phase("compiling the critics for the first update (torch.compile: ≈ 20 s, "
+                                  "cached on disk for later runs)")
         self.ingest.flush()
         if self.update_count == 0 and not self._normalized:
             self._normalize()
@@ -323,10 +325,15 @@ class Learner:
                 if waiting_for_actor and actor_alive is not None and not actor_alive() and not self.sock.poll(0):
                     raise RuntimeError(f"the actor process exited at {self.env_steps} of {self.cfg.env_steps} env "
                                        "steps; see its log above (resume with --resume)")
+                self._update_status()
+                if not self._actors:  # nobody connected yet: a start-up wait, not a fault
+                    continue
                 if time.monotonic() - self._last_actor_msg > ACTOR_SILENT_S and not self._actor_silent_logged:
                     log.warning("no message from the actor for %.0f s: waiting (start or restart `robot-rl actor`)",
                                 ACTOR_SILENT_S)
                     self._actor_silent_logged = True
+            self.status.set_phase("done: final checkpoint")
+            self._update_status()
             self._checkpoint()
             self._publish()
             # Keep answering the actor's heartbeats briefly so it sees everything persisted.
@@ -338,6 +345,21 @@ class Learner:
                     **({"demo_residual_clipped": self.demo_residual_clipped} if self.demo_residual_clipped is not None else {})}
         finally:
             self.close()
+
+    def _update_status(self) -> None:
+        status, cfg = self.status, self.cfg
+        budget = self._update_budget()
+        status.on_counters(self.env_steps, self.update_count, max(budget, 0))
+        if not self._actors:
+            status.set_phase("waiting for the actor to start (it builds its env and agent)")
+        elif self.update_count < cfg.pretrain_updates:
+            pass  # _pretrain names its phase
+        elif self.env_steps < cfg.learning_starts:
+            status.set_phase(f"collecting {cfg.learning_starts} env steps before updates start")
+        elif self.env_steps >= cfg.env_steps and self.update_count >= budget:
+            status.set_phase("final evaluation" if cfg.eval_episodes else "finishing")
+        else:
+            status.set_phase("training")
 
     def close(self) -> None:
         self.sock.close(0)

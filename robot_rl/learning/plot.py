@@ -5,8 +5,9 @@ Statistics follow Agarwal et al. 2021, "Deep RL at the Edge of the Statistical P
 - IQM: the mean of the middle 50% of runs, as rliable's `aggregate_iqm`
   (`scipy.stats.trim_mean(x, 0.25)`): floor(n/4) values are dropped at each end, so with fewer
   than 4 seeds nothing is dropped and the IQM is the plain mean; IQM(1..8) = mean(3..6) = 4.5.
-- Band: percentile bootstrap of the IQM. Runs are resampled with replacement, independently per
-  task (stratified); a curve here is one task, so this is a bootstrap over its seeds.
+- Band: percentile bootstrap of the IQM (`scipy.stats.bootstrap`). Runs are resampled with
+  replacement, independently per task (stratified); a curve here is one task, so this is a
+  bootstrap over its seeds.
 
 Grouping (which runs become one curve), in order of precedence:
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,9 +49,12 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import tyro
+from scipy import stats
 
+from robot_rl.atomic import atomic_write
 from robot_rl.errors import ConfigError
-from robot_rl.learning.runs import CONFIG_FILE, eval_point, flatten_dict, read_metrics
+from robot_rl.learning.metrics import eval_point, read_metrics
+from robot_rl.learning.run_dir import CONFIG_FILE, flatten_dict
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +136,10 @@ def iqm(values: Any, *, axis: int | None = None) -> Any:
         float for axis=None, else an array without `axis`.
     """
     x = np.asarray(values, dtype=float)
-    if axis is None:
-        x, axis = x.reshape(-1), 0
-    x = np.moveaxis(x, axis, -1)
-    n = x.shape[-1]
-    if n == 0:
+    if (x.size if axis is None else x.shape[axis]) == 0:
         raise ValueError("iqm of no values: need at least one score")
-    k = int(0.25 * n)
-    mean = np.sort(x, axis=-1)[..., k:n - k].mean(axis=-1)
-    return float(mean) if mean.ndim == 0 else mean
+    mean = stats.trim_mean(x, 0.25, axis=axis)  # cuts int(0.25 · n) = floor(n/4) at each end
+    return float(mean) if np.ndim(mean) == 0 else mean
 
 
 def bootstrap_ci(values: Any, stat: Callable[..., Any] = iqm, *, confidence: float = 0.95,
@@ -165,13 +163,17 @@ def bootstrap_ci(values: Any, stat: Callable[..., Any] = iqm, *, confidence: flo
         raise ValueError(f"values must have shape (runs,) or (runs, tasks) with runs ≥ 1, got {x.shape}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n_runs, n_tasks = x.shape
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_runs, size=(n_resamples, n_runs, n_tasks))
-    samples = x[idx, np.arange(n_tasks)]  # (n_resamples, n_runs, n_tasks): runs drawn per task
-    stats = np.asarray(stat(samples.reshape(n_resamples, -1), axis=1), dtype=float)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    lo, hi = np.percentile(stats, [tail, 100.0 - tail])
+    if x.shape[0] == 1:  # every resample is the one run (scipy needs two or more to resample)
+        value = float(np.asarray(stat(x.reshape(1, -1), axis=1), dtype=float)[0])
+        return value, value
+
+    def pooled(*tasks: np.ndarray, axis: int) -> Any:
+        """`stat` over every resampled run of every task (scipy resamples each task's runs apart)."""
+        return stat(np.concatenate(tasks, axis=axis), axis=axis)
+
+    res = stats.bootstrap(tuple(x.T), pooled, n_resamples=n_resamples, vectorized=True,
+                          confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
     return float(lo), float(hi)
 
 
@@ -374,9 +376,8 @@ def draw_success(table: Mapping[str, Sequence[CurvePoint]], out_png: str | Path,
     ax.set_title(title or f"Success rate: IQM over seeds, {confidence:.0%} stratified bootstrap CI")
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
+    with atomic_write(out) as f:
+        fig.savefig(f, format="png")
     return out
 
 

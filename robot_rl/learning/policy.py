@@ -10,15 +10,13 @@ import numpy as np
 import torch
 
 from robot_rl.agents.sac import SACAgent
-from robot_rl.learning.obs import ObsLayout
+from robot_rl.agents.obs_layout import ObsLayout
 
 
 def obs_batch(layout: ObsLayout, obs: Any) -> dict[str, torch.Tensor]:
-    """A batch of one observation for `agent.act`: "state" (1, D) and "images/<camera>" (1, H, W, 3)."""
-    batch = {"state": torch.from_numpy(layout.state_vector(obs)).unsqueeze(0)}
-    for cam, img in layout.image_arrays(obs).items():
-        batch[f"images/{cam}"] = torch.from_numpy(np.ascontiguousarray(img)).unsqueeze(0)
-    return batch
+    """A batch of one observation for `agent.act`: each entry of `ObsLayout.raw` with a batch axis
+    ("state" (1, D), "images/<camera>" (1, H, W, 3), "base_action" (1, A) in a residual env)."""
+    return {name: torch.from_numpy(value).unsqueeze(0) for name, value in layout.raw(obs).items()}
 
 
 def policy_action(agent: SACAgent, batch: dict[str, torch.Tensor], *, deterministic: bool,

@@ -10,11 +10,12 @@ learner's ingestion rebuilds the buffers exactly.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+
+from robot_rl.atomic import atomic_write
 
 _NAME = re.compile(r"^chunk_(\d{9})_(\d{9})\.bin$")
 
@@ -44,15 +45,11 @@ class StepLog:
             return self.persisted_seq
         first, last = self._pending[0][0], self._pending[-1][0]
         path = self.folder / f"chunk_{first:09d}_{last:09d}.bin"
-        tmp = path.with_suffix(".bin.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path, fsync=True) as f:
             for _, frames in self._pending:
                 f.write(struct.pack("<I", len(frames)))
                 f.write(struct.pack(f"<{len(frames)}Q", *(len(fr) for fr in frames)))
                 f.writelines(frames)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         self.persisted_seq = max(self.persisted_seq, last)
         self._pending.clear()
         return self.persisted_seq

@@ -7,15 +7,23 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from robot_rl.config import from_dict, to_dict
+from robot_rl.learning.actor import Actor, ActorOptions
 from robot_rl.learning.config import TrainConfig
+from robot_rl.learning.learner import Learner
+from robot_rl.learning.progress import ProgressView, RunStatus
+from robot_rl.task_spec import load_task
+from robot_rl.teleop.intervention import check_intervention
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,9 @@ class TrainCommand(TrainConfig):
 
     resume: bool = False
     """Continue the run in runs/<run>: reload its checkpoint and every persisted step."""
+    progress: Literal["auto", "live", "lines", "off"] = "auto"
+    """Progress on stderr: a live panel on a terminal, one line every 30 s (and at each phase change)
+    into a file or pipe; "auto" picks by whether stderr is a terminal."""
 
     @property
     def config(self) -> TrainConfig:
@@ -37,6 +48,7 @@ class LearnerCommand(TrainConfig):
     """The learner alone (actors connect to --learner)."""
 
     resume: bool = False
+    progress: Literal["auto", "live", "lines", "off"] = "auto"
 
     @property
     def config(self) -> TrainConfig:
@@ -63,15 +75,16 @@ def _config_of(cmd: TrainConfig) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(cmd, f.name) for f in fields(TrainConfig)})
 
 
-def run_learner(cmd: LearnerCommand | TrainCommand) -> dict:
-    from robot_rl.learning.learner import Learner
-
-    return Learner(cmd.config, resume=cmd.resume).run()
+def run_learner(cmd: LearnerCommand) -> dict:
+    cfg = cmd.config
+    preflight(cfg)
+    status = RunStatus(cfg.run_name, cfg.env_steps)
+    learner = Learner(cfg, resume=cmd.resume, status=status)
+    with _view(cmd.progress, status):
+        return learner.run()
 
 
 def run_actor(cmd: ActorCommand) -> None:
-    from robot_rl.learning.actor import Actor, ActorOptions
-
     cfg = cmd.config
     if cmd.config_file is not None:
         cfg = from_dict(TrainConfig, json.loads(Path(cmd.config_file).read_text()), where="config")
@@ -99,8 +112,6 @@ DEFAULT_LEARNER = TrainConfig.__dataclass_fields__["learner"].default
 
 def free_port_pair() -> int:
     """A loopback port p with p + 1 also free (step socket and weights socket)."""
-    import socket
-
     while True:
         with socket.socket() as a, socket.socket() as b:
             a.bind(("127.0.0.1", 0))
@@ -131,20 +142,35 @@ def _exit_on_termination() -> Callable[[], None]:
     return restore
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Configuration errors the actor would only meet after starting, raised here before any
+    process is spawned (ConfigError naming the fix)."""
+    task = load_task(cfg.task) if cfg.env is None else None
+    check_intervention(cfg.intervention, task, where=f"--env {cfg.env}" if cfg.env else f"task {cfg.task}")
+
+
+@contextmanager
+def _view(progress: str, status: RunStatus) -> Iterator[None]:
+    if progress == "off":
+        yield
+        return
+    with ProgressView(status, live=None if progress == "auto" else progress == "live"):
+        yield
+
+
 def run_train(cmd: TrainCommand) -> dict:
     """Learner in this process, actor as a child; both stop together."""
-    from dataclasses import replace
-
-    from robot_rl.learning.learner import Learner
-
     cfg = cmd.config
+    preflight(cfg)
     if cfg.learner == DEFAULT_LEARNER:  # local run: private ports, so concurrent runs never meet
         cfg = replace(cfg, learner=f"tcp://127.0.0.1:{free_port_pair()}")
-    learner = Learner(cfg, resume=cmd.resume)  # binds its sockets before the actor connects
+    status = RunStatus(cfg.run_name, cfg.env_steps)
+    learner = Learner(cfg, resume=cmd.resume, status=status)  # binds its sockets before the actor connects
     actor = spawn_actor(cfg, resume=cmd.resume)
     restore = _exit_on_termination()
     try:
-        result = learner.run(actor_alive=lambda: actor.poll() is None)
+        with _view(cmd.progress, status):
+            result = learner.run(actor_alive=lambda: actor.poll() is None)
         actor.wait(timeout=120)
         if actor.returncode:
             raise RuntimeError(f"the actor exited with code {actor.returncode}; see its log above")

@@ -1,14 +1,12 @@
 """`robot-rl train-bc`: a diffusion BC policy from recorded episodes, saved as a self-describing
 checkpoint that fine-tuning runs (`robot-rl finetune --base …`) load frozen.
 
-The checkpoint holds everything needed to rebuild the policy without the training command:
-the diffusion and encoder settings, the observation layout it was trained on, normalization
-statistics (buffers of the state dict) and its own evaluation.
+The checkpoint (`agents.diffusion_checkpoint`) holds everything needed to rebuild the policy
+without the training command, this command's settings and the policy's own evaluation.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,19 +16,17 @@ import numpy as np
 import torch
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
+from robot_rl.agents.diffusion_checkpoint import save_base
 from robot_rl.agents.encoders import EncoderConfig
-from robot_rl.config import from_dict, to_dict
+from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes, read_meta
 from robot_rl.errors import ConfigError
-from robot_rl.learning.config import TrainConfig, action_dim_of, layout_of, make_env
-from robot_rl.learning.ingest import _obs_at, check_demo_compatible
-from robot_rl.learning.obs import ObsLayout
+from robot_rl.envs.actions import action_dim_of
+from robot_rl.envs.make import EnvConfig, layout_of, make_env
+from robot_rl.learning.ingest import check_demo_compatible
 from robot_rl.learning.policy import run_episodes
-
-FORMAT = "robot_rl.diffusion_bc"
-VERSION = 1
-
 
 @dataclass(frozen=True)
 class TrainBCConfig:
@@ -101,7 +97,7 @@ def load_chunks(folder: str | Path, layout: ObsLayout, cfg: DiffusionConfig, *,
         if t_max == 0:
             continue
         for t in range(t_max + 1):
-            obs = _obs_at(ep, t)
+            obs = ep.obs_at(t)
             states.append(layout.state_vector(obs))
             for cam, img in layout.image_arrays(obs).items():
                 images[cam].append(img)
@@ -117,54 +113,6 @@ def load_chunks(folder: str | Path, layout: ObsLayout, cfg: DiffusionConfig, *,
         raise ConfigError(f"{folder} holds no non-empty episodes: record demos first (robot-rl record --out {folder})")
     return ChunkDataset(np.stack(states).astype(np.float32), {c: np.stack(v) for c, v in images.items()},
                         np.concatenate(actions), np.stack(obs_index), np.stack(action_index))
-
-
-# ---- checkpoint --------------------------------------------------------------------------------------
-
-
-def save_base(path: str | Path, policy: DiffusionPolicy, cfg: TrainBCConfig, layout: ObsLayout,
-              extra: dict[str, Any] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "version": VERSION, "train": to_dict(cfg), "diffusion": to_dict(policy.cfg),
-             "layout": {"state": [[list(p), n] for p, n in layout.state], "images": [[list(p), list(s)] for p, s in layout.images]},
-             "state_dim": policy.state_dim, "action_dim": policy.action_dim, "state_dict": policy.state_dict(),
-             "extra": json.dumps(extra or {})}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
-
-
-@dataclass(frozen=True)
-class BaseCheckpoint:
-    policy: DiffusionPolicy
-    train: TrainBCConfig
-    layout: ObsLayout
-    extra: dict[str, Any]
-
-
-
-def load_base(path: str | Path) -> BaseCheckpoint:
-    """A frozen diffusion BC policy (eval mode, no gradients) from `save_base`'s file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"base policy {path} does not exist: train one with `robot-rl train-bc --demos DIR`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a diffusion BC checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
-    if state["version"] > VERSION:
-        raise ConfigError(f"{path} was written by a newer robot_rl (version {state['version']} > {VERSION}): upgrade")
-    train = from_dict(TrainBCConfig, state["train"], where=f"{path} train config")
-    dcfg = from_dict(DiffusionConfig, state["diffusion"], where=f"{path} diffusion config")
-    layout = ObsLayout(tuple((tuple(p), int(n)) for p, n in state["layout"]["state"]),
-                       tuple((tuple(p), tuple(s)) for p, s in state["layout"]["images"]))
-    encoder = replace(train.encoder, pretrained=False) if train.obs == "pixels" else None  # weights are in the state dict
-    policy = DiffusionPolicy(state["state_dim"], state["action_dim"], dcfg, cameras=layout.camera_names if encoder else (),
-                             encoder=encoder)
-    policy.load_state_dict(state["state_dict"])
-    policy.eval().requires_grad_(False)
-    return BaseCheckpoint(policy, train, layout, json.loads(state["extra"]))
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
@@ -195,10 +143,9 @@ def run(cfg: TrainBCConfig) -> dict[str, Any]:
     if task is None:
         raise ConfigError(f"{cfg.demos}/meta.json names no task: pass --task")
     cfg = replace(cfg, task=task)
-    env_cfg = TrainConfig(task=task, obs=cfg.obs, privileged=cfg.privileged, encoder=cfg.encoder, seed=cfg.seed)
-    env = make_env(env_cfg)
+    env = make_env(EnvConfig(task=task, obs=cfg.obs, privileged=cfg.privileged, seed=cfg.seed))
     try:
-        layout = layout_of(env_cfg, env)
+        layout = layout_of(env, obs=cfg.obs, privileged=cfg.privileged)
         action_dim = action_dim_of(env)
         data = load_chunks(cfg.demos, layout, cfg.diffusion, episodes=cfg.episodes)
         dcfg = cfg.diffusion
@@ -244,7 +191,7 @@ def run(cfg: TrainBCConfig) -> dict[str, Any]:
     out = Path(cfg.out or f"runs/bc/{task}_{cfg.obs}_diffusion.pt")
     extra = {"train_loss_last": float(np.mean(losses[-200:])), "train_s": round(train_s, 1),
              "samples": len(data), "evaluation": evaluation}
-    save_base(out, policy, cfg, layout, extra)
+    save_base(out, policy, layout, to_dict(cfg), extra)
     result = {"checkpoint": str(out), "task": task, "samples": len(data), "steps": dcfg.steps,
               "train_loss": round(extra["train_loss_last"], 5), "train_s": round(train_s, 1)}
     if evaluation is not None:

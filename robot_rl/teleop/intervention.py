@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec
 from robot_rl.teleop.base import Teleop
 from robot_rl.teleop.scripted import make_expert
@@ -122,12 +123,24 @@ class NoIntervener:
         pass
 
 
+def check_intervention(kind: str, task: TaskSpec | None, *, where: str = "this run") -> None:
+    """ConfigError when `kind` cannot intervene in `task` (None: a non-robot_rl gymnasium env)."""
+    if kind not in ("none", "scripted", "keyboard", "spacemouse"):
+        raise ConfigError(f"unknown intervention {kind!r}: none, scripted, keyboard or spacemouse")
+    if kind == "scripted" and (task is None or task.twin is None):
+        raise ConfigError(f"--intervention scripted needs a twin task (the scripted expert reads the twin's ground "
+                          f"truth), and {where} has none: use --task pick_cube or peg_insertion, or intervene "
+                          "with --intervention keyboard / spacemouse")
+    if kind in ("keyboard", "spacemouse") and task is None:
+        raise ConfigError(f"--intervention {kind} drives a robot_rl arm's actions, and {where} is not a robot_rl "
+                          "task: use --task NAME")
+
+
 def make_intervener(kind: str, task: TaskSpec | None, *, seed: int = 0) -> Intervener:
+    check_intervention(kind, task)
     if kind == "none":
         return NoIntervener()
     if kind == "scripted":
-        if task is None or task.twin is None:
-            raise ValueError("the scripted intervener needs a twin task (it reads ground truth)")
         return ScriptedIntervener(task, seed=seed)
     if kind == "keyboard":
         from robot_rl.teleop.keyboard import KeyboardTeleop

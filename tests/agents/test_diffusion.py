@@ -132,12 +132,14 @@ def test_config_rejects_executed_actions_outside_the_chunk():
 
 
 def test_a_saved_and_loaded_policy_acts_exactly_as_the_trained_one(tmp_path):
-    from robot_rl.learning.obs import ObsLayout
-    from robot_rl.learning.train_bc import TrainBCConfig, load_base, save_base
+    from robot_rl.agents.obs_layout import ObsLayout
+    from robot_rl.agents.diffusion_checkpoint import load_base, save_base
+    from robot_rl.agents.encoders import EncoderConfig
+    from robot_rl.config import to_dict
 
     policy = make_policy()
-    path = save_base(tmp_path / "base.pt", policy, TrainBCConfig(demos="unused", diffusion=CFG),
-                     ObsLayout(state=((("s",), 5),), images=()), {})
+    train = {"task": "pick_cube", "obs": "state", "privileged": True, "encoder": to_dict(EncoderConfig())}
+    path = save_base(tmp_path / "base.pt", policy, ObsLayout(state=((("s",), 5),), images=()), train, {})
     loaded = load_base(path).policy
     # States inside and far outside the demos' range (where the encoder's clip decides what the
     # network sees: a loaded base once clipped at ±10 where the trained one clipped at ±1.5).

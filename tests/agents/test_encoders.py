@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from robot_rl.agents.encoders import (
+from robot_rl.agents.augmentation import random_shift
+from robot_rl.agents.backbones import (
     MOBILENET_V2_FILE,
-    EncoderConfig,
     MobileNetV2,
-    build_encoder,
     find_mobilenet_v2_weights,
     load_mobilenet_v2,
     load_state_dict_file,
-    make_encoder,
-    random_shift,
 )
+from robot_rl.agents.encoders import EncoderConfig, build_encoder, make_encoder
 from robot_rl.config import from_dict, to_dict
 from robot_rl.errors import ConfigError, DependencyMissing
 

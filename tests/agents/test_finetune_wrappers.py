@@ -9,8 +9,9 @@ from gymnasium import spaces
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
 from robot_rl.errors import ConfigError
-from robot_rl.finetune.wrappers import NoiseActionEnv, ResidualEnv
-from robot_rl.learning.obs import ObsLayout
+from robot_rl.envs.noise_action import NoiseActionEnv
+from robot_rl.envs.residual import ResidualEnv
+from robot_rl.agents.obs_layout import ObsLayout
 
 CFG = DiffusionConfig(obs_horizon=2, pred_horizon=8, action_horizon=4, hidden=32, blocks=1, inference_steps=4,
                       train_timesteps=20)
@@ -217,7 +218,7 @@ def test_a_demo_as_residuals_replays_the_demo_through_the_residual_env():
     from pathlib import Path
 
     from robot_rl.data.episodes import Episode
-    from robot_rl.finetune.wrappers import residual_episode
+    from robot_rl.envs.residual import residual_episode
 
     policy = base_policy()
     recorder = CountingEnv(length=9)

@@ -64,7 +64,6 @@ def test_target_uses_a_random_subset_min():
     assert m1["target_mean"] != m2["target_mean"]  # a different pair of critics each call
     full, cfg_full = agent(n_critics=10, critic_subsample=None)
     full.load_state_dict(ag.state_dict())
-    _, m_all = critic_loss(full, b, cfg_full)
     # The min over all ten is never above the min over a subset (same next actions via the seed).
     torch.manual_seed(1)
     _, m_sub = critic_loss(ag, b, cfg)
@@ -171,18 +170,33 @@ def test_bc_term_pulls_the_mean_to_demo_actions_on_demo_rows_only():
 def test_residual_agent_starts_at_zero_and_scores_the_executed_sum():
     ag, c = agent(residual_scale=0.1)
     b = batch()
+    base = torch.rand(B, A) * 2 - 1
+    b["obs"]["base_action"] = base
     res = ag.act(b["obs"], deterministic=True)
     assert torch.equal(res, torch.zeros_like(res))  # zero-initialized mean: the base acts alone
     r = torch.rand(B, A) * 2 - 1
     executed = ag.critic_action(b["obs"], r)
-    expected = (b["obs"]["state"][:, :A] + 0.1 * r).clamp(-1, 1)
+    expected = (base + 0.1 * r).clamp(-1, 1)
     assert torch.allclose(executed, expected)
     # The critic's input is the executed action: two residuals that execute the same clipped
     # action get the same Q.
-    obs = {"state": torch.zeros(1, D)}
-    obs["state"][0, :A] = 0.95
+    obs = {"state": torch.zeros(1, D), "base_action": torch.full((1, A), 0.95)}
     a1, a2 = ag.critic_action(obs, torch.ones(1, A)), ag.critic_action(obs, torch.full((1, A), 0.6))
     assert torch.equal(a1, a2)
+
+
+def test_residual_agent_reads_the_base_action_by_name_not_by_state_position():
+    ag, c = agent(residual_scale=0.5)
+    state = torch.randn(2, D)
+    base = torch.tensor([[0.2] * A, [-0.4] * A])
+    executed = ag.critic_action({"state": state, "base_action": base}, torch.ones(2, A))
+    torch.testing.assert_close(executed, (base + 0.5).clamp(-1, 1))  # the state's first columns play no part
+    with pytest.raises(ValueError, match="'base_action'"):
+        ag.critic_action({"state": state}, torch.ones(2, A))
+    b = batch()
+    b["obs"]["base_action"] = base.repeat(B // 2, 1)
+    b["next_obs"]["base_action"] = base.repeat(B // 2, 1)
+    assert torch.isfinite(critic_loss(ag, b, c)[0])
 
 
 def test_actor_warmup_trains_only_the_critic_first():
@@ -252,7 +266,7 @@ def test_n_step_rows_bootstrap_with_their_own_discount():
 
 def test_residual_gripper_scale_reaches_the_critic_action():
     ag, cfg = agent(residual_scale=0.1, residual_gripper_scale=1.0)
-    obs = {"state": torch.zeros(2, D)}
+    obs = {"state": torch.zeros(2, D), "base_action": torch.zeros(2, A)}
     executed = ag.critic_action(obs, -torch.ones(2, A))
     torch.testing.assert_close(executed[0], torch.tensor([-0.1] * (A - 1) + [-1.0]))
     assert cfg.residual_scales(A) == [0.1] * (A - 1) + [1.0]

@@ -51,7 +51,7 @@ def test_curve_server_accepts_only_authorized_clients(tmp_path):
             assert obs.state.mode == "track"
         with pytest.raises(BridgeTimeout, match="CurveZMQ keys"):
             BridgeClient(address, connect_timeout_s=1.0)  # no keys at all
-        with pytest.raises(BridgeTimeout):
+        with pytest.raises(BridgeTimeout, match="are its keys the ones in your --keys-dir"):
             BridgeClient(address, keys_dir=tmp_path / "intruder", connect_timeout_s=1.0)  # unknown client key
     finally:
         stack.close()

@@ -52,7 +52,8 @@ def test_version_mismatch_refused(server):
     s.close()
 
 
-def _bad_messages() -> list[tuple[str, list[bytes]]]:
+def _bad_messages() -> list[tuple[str, str, list[bytes]]]:
+    """(name, expected error code, frames)."""
     def cmd(**body):
         base = {"seq": 50, "mode": "delta", "target": 0}
         base.update(body)
@@ -60,31 +61,37 @@ def _bad_messages() -> list[tuple[str, list[bytes]]]:
 
     ok6 = np.zeros(6).tobytes()
     return [
-        ("garbage", [b"\x00\xff\x13garbage"]),
-        ("empty frame", [b""]),
-        ("unknown kind", [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": "jump", "body": {}, "arrays": []})]),
-        ("wrong dtype", [cmd(), np.zeros(6, np.float32).tobytes()]),
-        ("wrong shape", [cmd(), np.zeros(7).tobytes()]),
-        ("nan", [cmd(), np.array([math.nan, 0, 0, 0, 0, 0]).tobytes()]),
-        ("inf hold", [cmd(hold_s=math.inf), ok6]),
-        ("oversized", [cmd(), np.zeros((2 << 20) // 8).tobytes()]),
-        ("huge step", [bytes(f) for f in P.encode(P.Command(51, "delta", np.array([0.5, 0, 0, 0, 0, 0])))]),
-        ("out of box", [bytes(f) for f in P.encode(P.Command(52, "absolute", np.array([0.5, 0, -0.5, 0, 1, 0, 0])))]),
-        ("bad quaternion", [bytes(f) for f in P.encode(P.Command(53, "absolute", np.array([0.5, 0, 0.2, 1, 1, 1, 1.0])))]),
-        ("unknown camera", [bytes(f) for f in P.encode(P.Command(54, "delta", np.zeros(6), cameras=("rear",)))]),
-        ("hold too long", [bytes(f) for f in P.encode(P.Command(55, "delta", np.zeros(6), hold_s=5.0))]),
-        ("reply kind", [bytes(f) for f in P.encode(P.Ok(56))]),
-        ("bad gains", [bytes(f) for f in P.encode(P.SetParams(57, {"stiffness_trans_n_per_m": [-5, 0, 0]}))]),
-        ("unknown param", [bytes(f) for f in P.encode(P.SetParams(58, None, {"radius": 3}))]),
+        ("garbage", "bad_header", [b"\x00\xff\x13garbage"]),
+        ("empty frame", "bad_header", [b""]),
+        ("unknown kind", "unknown_kind",
+         [msgpack.packb({"v": P.PROTOCOL_VERSION, "kind": "jump", "body": {}, "arrays": []})]),
+        ("wrong dtype", "bad_arrays", [cmd(), np.zeros(6, np.float32).tobytes()]),
+        ("wrong shape", "bad_arrays", [cmd(), np.zeros(7).tobytes()]),
+        ("nan", "non_finite", [cmd(), np.array([math.nan, 0, 0, 0, 0, 0]).tobytes()]),
+        ("inf hold", "non_finite", [cmd(hold_s=math.inf), ok6]),
+        ("oversized", "too_large", [cmd(), np.zeros((2 << 20) // 8).tobytes()]),
+        ("huge step", "step_too_large",
+         [bytes(f) for f in P.encode(P.Command(51, "delta", np.array([0.5, 0, 0, 0, 0, 0])))]),
+        ("out of box", "outside_workspace",
+         [bytes(f) for f in P.encode(P.Command(52, "absolute", np.array([0.5, 0, -0.5, 0, 1, 0, 0])))]),
+        ("bad quaternion", "bad_quaternion",
+         [bytes(f) for f in P.encode(P.Command(53, "absolute", np.array([0.5, 0, 0.2, 1, 1, 1, 1.0])))]),
+        ("unknown camera", "unknown_camera",
+         [bytes(f) for f in P.encode(P.Command(54, "delta", np.zeros(6), cameras=("rear",)))]),
+        ("hold too long", "bad_hold", [bytes(f) for f in P.encode(P.Command(55, "delta", np.zeros(6), hold_s=5.0))]),
+        ("reply kind", "unexpected_kind", [bytes(f) for f in P.encode(P.Ok(56))]),
+        ("bad gains", "bad_params",
+         [bytes(f) for f in P.encode(P.SetParams(57, {"stiffness_trans_n_per_m": [-5, 0, 0]}))]),
+        ("unknown param", "bad_params", [bytes(f) for f in P.encode(P.SetParams(58, None, {"radius": 3}))]),
     ]
 
 
-@pytest.mark.parametrize("name,frames", _bad_messages(), ids=[n for n, _ in _bad_messages()])
-def test_bad_input_gets_error_reply_and_arm_does_not_move(server, client, name, frames):
+@pytest.mark.parametrize("name,code,frames", _bad_messages(), ids=[n for n, _, _ in _bad_messages()])
+def test_bad_input_gets_error_reply_and_arm_does_not_move(server, client, name, code, frames):
     before = client.observe().state
     reply = client.send_raw(frames)
     assert isinstance(reply, P.Error), f"{name}: expected an error reply, got {type(reply).__name__}"
-    assert reply.code and len(reply.message) > 10
+    assert reply.code == code and len(reply.message) > 10, reply
     after = client.observe().state
     np.testing.assert_allclose(after.target_base_tcp, before.target_base_tcp, atol=POSE_ATOL_M)
     assert after.command_seq == before.command_seq

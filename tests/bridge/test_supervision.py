@@ -132,7 +132,7 @@ def test_control_step_failure_brakes_then_faults_and_restart_recovers(stepped_st
         return real(*args, **kwargs)
 
     monkeypatch.setattr(impedance, "cartesian_impedance_step", failing)
-    obs = client.observe()
+    assert client.observe().state.mode == "track"  # an observation does not tick the stepped loop
     obs = client.step(np.zeros(6), hold_s=0.05)  # 50 failing ticks: braked, not dead
     assert obs.state.mode == "reflex" and "failed" in obs.state.fault
     assert np.linalg.norm(obs.state.twist_base_tcp[:3]) < 0.05

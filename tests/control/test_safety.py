@@ -61,12 +61,14 @@ def test_delta_rotation_clipped_to_bounds():
     assert BOX.violation(target, tol_rad=1e-9) is None
 
 
-@pytest.mark.parametrize("delta,code", [([0.06, 0, 0, 0, 0, 0], "step_too_large"),
-                                        ([0, 0, 0, 0, 0, 0.31], "step_too_large"),
-                                        ([math.nan, 0, 0, 0, 0, 0], "non_finite"),
-                                        ([0, math.inf, 0, 0, 0, 0], "non_finite")])
-def test_bad_deltas_refused(delta, code):
-    with pytest.raises(SafetyViolation) as err:
+@pytest.mark.parametrize("delta,code,words", [
+    ([0.06, 0, 0, 0, 0, 0], "step_too_large", "translation step 0.0600 m exceeds max_step_m"),
+    ([0, 0, 0, 0, 0, 0.31], "step_too_large", "rotation step 0.3100 rad exceeds max_step_rad"),
+    ([math.nan, 0, 0, 0, 0, 0], "non_finite", r"delta contains NaN or inf: \[nan"),
+    ([0, math.inf, 0, 0, 0, 0], "non_finite", r"delta contains NaN or inf: \[0.0, inf"),
+])
+def test_bad_deltas_refused(delta, code, words):
+    with pytest.raises(SafetyViolation, match=words) as err:
         target_from_delta(HERE, np.array(delta), BOX, LIMITS)
     assert err.value.code == code
 

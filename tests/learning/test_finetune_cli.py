@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from robot_rl.data.episodes import iter_episodes
-from robot_rl.learning.runs import read_metrics
-from robot_rl.learning.train_bc import load_base
+from robot_rl.learning.metrics import read_metrics
+from robot_rl.agents.diffusion_checkpoint import load_base
 
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
@@ -43,7 +43,7 @@ def base(tmp_path_factory):
 
 def test_train_bc_writes_a_self_describing_frozen_checkpoint(base):
     loaded = load_base(base)
-    assert loaded.train.task == "pick_cube" and loaded.policy.cfg.hidden == 64
+    assert loaded.task == "pick_cube" and loaded.train["task"] == "pick_cube" and loaded.policy.cfg.hidden == 64
     assert not any(p.requires_grad for p in loaded.policy.parameters()) and not loaded.policy.training
     assert loaded.layout.state[0][0][0] != "base_action"
     assert loaded.extra["evaluation"]["episodes"] == 2
@@ -133,12 +133,12 @@ def test_bench_finetune_reuse_keeps_finished_runs_resumes_interrupted_ones_and_r
 
 def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
     from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
-    from robot_rl.finetune.run import _twin_env
-    from robot_rl.finetune.wrappers import NoiseActionEnv
+    from robot_rl.envs.make import base_env
+    from robot_rl.envs.noise_action import NoiseActionEnv
     from robot_rl.learning.policy import success_of
 
     loaded = load_base(base)
-    env = NoiseActionEnv(_twin_env("pick_cube", loaded), loaded.policy, loaded.layout, bound=1.5, seed=0)
+    env = NoiseActionEnv(base_env(loaded, "pick_cube"), loaded.policy, loaded.layout, bound=1.5, seed=0)
     ended: list[bool] = []  # what the env said, next to what the trainer reported
     step = env.step
 
@@ -165,11 +165,11 @@ def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
 @pytest.mark.parametrize(("variant", "per_chunk"), [("sac", 20), ("na", 4)])
 def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, per_chunk):
     from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
-    from robot_rl.finetune.run import _twin_env
-    from robot_rl.finetune.wrappers import NoiseActionEnv
+    from robot_rl.envs.make import base_env
+    from robot_rl.envs.noise_action import NoiseActionEnv
 
     loaded = load_base(base)
-    env = NoiseActionEnv(_twin_env("pick_cube", loaded), loaded.policy, loaded.layout, bound=1.5, seed=0)
+    env = NoiseActionEnv(base_env(loaded, "pick_cube"), loaded.policy, loaded.layout, bound=1.5, seed=0)
     try:
         out = train_dsrl(env, env, DSRLConfig(learning_starts=2), variant=variant, env_steps=40, eval_every=10_000,
                          eval_episodes=0, seed=0)
@@ -184,7 +184,7 @@ def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypat
     """residual-ppo takes its scales from `--ppo.*`, not from the residual-sac agent's."""
     from robot_rl.finetune import run as finetune_run
     from robot_rl.finetune.ppo import PPOConfig
-    from robot_rl.finetune.wrappers import ResidualEnv
+    from robot_rl.envs.residual import ResidualEnv
 
     executed: list[np.ndarray] = []  # |executed − base| in normalized units, per step
     step = ResidualEnv.step
@@ -235,7 +235,7 @@ def _kill_after_checkpoint(args: list[str], run_dir, *, env_steps: int) -> None:
     import signal
     import time
 
-    from robot_rl.learning.runs import latest_checkpoint_path
+    from robot_rl.learning.checkpoints import latest_checkpoint_path
 
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "finetune", *args, "--env-steps", "100000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
@@ -252,7 +252,7 @@ def _kill_after_checkpoint(args: list[str], run_dir, *, env_steps: int) -> None:
 def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path):
     """kill -9 a residual-ppo run once it has checkpointed, then `--resume`: training continues
     from the saved env step and optimizer state, and reaches the budget."""
-    from robot_rl.learning.runs import latest_checkpoint_path
+    from robot_rl.learning.checkpoints import latest_checkpoint_path
 
     args = ["--base", str(base), "--method", "residual-ppo", "--eval-every", "1000000", "--eval-episodes", "1",
             "--ppo.num-envs", "2", "--ppo.rollout-steps", "16", "--checkpoint-every", "32",
@@ -281,7 +281,7 @@ def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base,
     """kill -9 a DSRL-NA run once it has checkpointed, then `--resume`: the replay comes back row
     for row and grows from there, the optimizers continue their step counts, and the run reaches
     its budget without evaluating step 0 again."""
-    from robot_rl.learning.runs import latest_checkpoint_path
+    from robot_rl.learning.checkpoints import latest_checkpoint_path
 
     args = ["--base", str(base), "--method", "dsrl-na", "--eval-every", "1000000", "--eval-episodes", "1",
             "--dsrl.learning-starts", "2", "--checkpoint-every", "32", "--runs-dir", str(tmp_path), "--run", "r"]

@@ -17,7 +17,7 @@ import pytest
 from xvfb_display import start_xvfb
 
 from robot_rl.learning import wire
-from robot_rl.learning.runs import read_metrics
+from robot_rl.learning.metrics import read_metrics
 from robot_rl.learning.step_log import StepLog
 
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),

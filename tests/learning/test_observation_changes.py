@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import torch
 
-from robot_rl.learning.runs import latest_checkpoint_path
+from robot_rl.learning.checkpoints import latest_checkpoint_path
 
 
 def robot_rl(*args: str) -> subprocess.CompletedProcess:

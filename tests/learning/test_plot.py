@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from robot_rl.errors import ConfigError
+from robot_rl.learning.metrics import MetricsWriter
 from robot_rl.learning.plot import (
     CurvePoint,
     PlotConfig,
@@ -22,7 +24,6 @@ from robot_rl.learning.plot import (
     x_axis_scale,
 )
 from robot_rl.learning.plot import _log_ticks, _steps_label
-from robot_rl.learning.runs import MetricsWriter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FLOAT_ATOL = 1e-12
@@ -49,7 +50,7 @@ def test_iqm_drops_the_bottom_and_top_quarter():
     assert iqm([0.0, 0.5, 1.0]) == pytest.approx(0.5)  # n < 4: nothing is cut, plain mean
     assert iqm([0.2, 0.9, 1.0]) == pytest.approx(0.7)
     assert iqm([[1, 2, 3, 4, 100], [5, 5, 5, 5, 5]], axis=1) == pytest.approx([3.0, 5.0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="iqm of no values"):
         iqm([])
 
 
@@ -58,6 +59,23 @@ def test_iqm_matches_rliable_definition_scipy_trim_mean(n):
     stats = pytest.importorskip("scipy.stats")
     x = np.random.default_rng(n).random(n)
     assert iqm(x) == pytest.approx(stats.trim_mean(x, 0.25), abs=FLOAT_ATOL)
+
+
+def test_iqm_by_hand_and_the_scipy_percentile_bootstrap_band():
+    x = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 5.0, 4.0]  # sorted 1 2 | 3 4 5 7 | 8 9: floor(8/4) = 2 cut at each end
+    assert iqm(x) == (3.0 + 4.0 + 5.0 + 7.0) / 4  # 4.75, not the plain mean 4.875
+    assert iqm(x + [6.0, 10.0]) == (3.0 + 4.0 + 5.0 + 6.0 + 7.0 + 8.0) / 6  # n = 10: floor(2.5) = 2 cut
+    # The band is scipy's percentile bootstrap of the IQM with the seed's generator.
+    ref = stats.bootstrap((np.asarray(x),), lambda s, axis: stats.trim_mean(s, 0.25, axis=axis), vectorized=True,
+                          n_resamples=FAST_RESAMPLES, method="percentile", rng=np.random.default_rng(5))
+    lo, hi = bootstrap_ci(x, n_resamples=FAST_RESAMPLES, seed=5)
+    assert (lo, hi) == pytest.approx(tuple(ref.confidence_interval), abs=FLOAT_ATOL)
+    assert lo <= iqm(x) <= hi
+    # More seeds from the same distribution: the band still holds the IQM, and narrows.
+    more = np.random.default_rng(0).choice(x, 200)
+    lo_more, hi_more = bootstrap_ci(more, n_resamples=FAST_RESAMPLES, seed=5)
+    assert lo_more <= iqm(more) <= hi_more
+    assert hi_more - lo_more < (hi - lo) / 2
 
 
 def test_bootstrap_ci_contains_the_estimate_and_shrinks_with_more_seeds():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from robot_rl.learning.runs import read_metrics
+from robot_rl.learning.metrics import read_metrics
 
 
 def robot_rl(*args: str) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot_rl.errors import ConfigError
 from robot_rl.learning.replay import (
     EpisodeAssembler,
     FieldSpec,
@@ -129,5 +130,5 @@ def test_mixed_sampler_passes_n_step_to_both_buffers():
     gap = batch["next_obs"]["state"][:, 0] - batch["obs"]["state"][:, 0]
     np.testing.assert_allclose(batch["discount"], 0.9 ** gap, rtol=1e-6)
     assert set(np.unique(gap)) <= {1, 2, 3, 4} and (gap == 4).mean() > 0.7
-    with pytest.raises(Exception, match="n_step"):
+    with pytest.raises(ConfigError, match=r"n_step .* needs the discount\), got 3"):  # n_step > 1 without one
         MixedSampler(online, demo, n_step=3)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from robot_rl.learning import wire
+from robot_rl.learning.metrics import read_metrics
 from robot_rl.learning.replay import EpisodeAssembler
-from robot_rl.learning.runs import read_metrics
 from robot_rl.learning.step_log import StepLog
 from robot_rl.learning.train import free_port_pair
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from robot_rl.learning.runs import read_metrics
+from robot_rl.learning.metrics import read_metrics
 
 
 @pytest.mark.timeout(300)
@@ -35,11 +35,13 @@ def test_pixel_run_with_frozen_encoder_trains_and_checkpoints(tmp_path):
 
     state, cfg = load_agent(tmp_path / "px")
     assert cfg.obs == "pixels" and cfg.encoder.frozen
-    from robot_rl.learning.config import action_dim_of, layout_of, make_agent, make_env
+    from robot_rl.envs.actions import action_dim_of
+    from robot_rl.envs.make import make_env
+    from robot_rl.learning.config import make_agent
 
-    env = make_env(cfg, render_images=True)
+    env = make_env(cfg.env_config(), render_images=True)
     try:
-        agent = make_agent(cfg, layout_of(cfg, env), action_dim_of(env))
+        agent = make_agent(cfg, cfg.layout_of(env), action_dim_of(env))
     finally:
         env.close()
     agent.load_state_dict(state["agent"])

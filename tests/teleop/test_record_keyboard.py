@@ -15,7 +15,7 @@ import pytest
 from xvfb_display import start_xvfb
 
 from robot_rl.data.episodes import iter_episodes
-from robot_rl.rewards.classifier import frame_labels
+from robot_rl.rewards.data import frame_labels
 
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
                                 reason="needs the Xvfb and xdotool binaries (apt install xvfb xdotool)")
