@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_against_a_tree_reports_both_sides_and_their_ratios():
     out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "bench", "bridge", "--against", str(REPO),
                           "--steps", "40", "--image-steps", "20", "--json"], capture_output=True, text=True,

@@ -113,6 +113,7 @@ MEMORY_GROWTH_LIMIT_MB = 40.0
 """The reply queue holds ≈ 8 MiB; 1500 unread two-camera replies are 150 MB without the bound."""
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_cannot_grow_the_servers_memory(serve_process):
     server = serve_process("--task", "pick_cube", "--pace", "fast", "--stream-cameras", "False")
     monitor = server.client(role="monitor", timeout_s=10.0)  # a monitor's requests wait for its share

@@ -14,6 +14,7 @@ from collections import Counter
 
 import msgpack
 import numpy as np
+import pytest
 import zmq
 
 from robot_rl.bridge import protocol as P
@@ -131,6 +132,7 @@ def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> t
     return "unknown_camera!", enc(P.Command(seq, "delta", np.zeros(6), cameras=("thermal",)))
 
 
+@pytest.mark.slow
 def test_ten_thousand_adversarial_messages(serve_process):
     task = load_task("pick_cube")
     box = task.workspace

@@ -34,6 +34,7 @@ def control_pid(server) -> int:
     raise AssertionError(f"the server never logged its control process: {server.output()[-2000:]}")
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_control_process_is_a_fault_until_restart(serve_process):
     server = serve_process("--task", "pick_cube", "--pace", "realtime", env={"ROBOT_RL_LOG": "INFO"})
     client = server.client(timeout_s=5.0)

@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from robot_rl.task_spec import load_task
 
@@ -29,6 +30,7 @@ CLIENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_arm_stops_when_the_client_dies(serve_process):
     watchdog_s = load_task("pick_cube").limits.watchdog_s
     server = serve_process("--task", "pick_cube", "--pace", "realtime")

@@ -138,6 +138,7 @@ def test_train_config_with_a_classifier_renders_its_cameras_and_wraps_the_env(tm
         learner_env.close()
 
 
+@pytest.mark.slow
 def test_train_with_a_classifier_takes_reward_and_episode_ends_from_it_and_logs_both_verdicts(tmp_path):
     # End to end through the actor and learner processes: a classifier that always fires (threshold
     # 0) ends every episode after `--classifier-consecutive` steps with reward 1; the twin says failure.

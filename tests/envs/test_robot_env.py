@@ -183,6 +183,7 @@ def test_tcp_quaternion_sign_is_stable_near_the_nominal_pose():
     assert np.abs(np.diff(quats, axis=0)).max() < 0.2  # continuous: no jump from q to −q
 
 
+@pytest.mark.slow
 def test_a_watchdog_hold_truncates_the_episode(serve_process):
     """A real-time robot held by its watchdog (this process stalled): the next step is not
     applied, the env says so and ends the episode; the following episode runs normally."""

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 ARGS = ("bench", "learning", "--demos", "2", "--steps", "60", "--eval-every", "30", "--eval-episodes", "1",
         "--runs-dir", "out", "--json")
@@ -18,6 +20,7 @@ def bench(cwd, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=280, env=ENV)
 
 
+@pytest.mark.slow
 def test_reuse_keeps_finished_seeds_and_report_only_trains_nothing(tmp_path):
     first = bench(tmp_path, "--seeds", "1")
     assert first.returncode == 0, first.stderr[-3000:]

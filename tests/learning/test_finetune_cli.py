@@ -41,6 +41,7 @@ def base(tmp_path_factory):
     return root / "base.pt"
 
 
+@pytest.mark.slow
 def test_train_bc_writes_a_self_describing_frozen_checkpoint(base):
     loaded = load_base(base)
     assert loaded.task == "pick_cube" and loaded.train["task"] == "pick_cube" and loaded.policy.cfg.hidden == 64
@@ -52,6 +53,7 @@ def test_train_bc_writes_a_self_describing_frozen_checkpoint(base):
     assert torch.equal(loaded.policy.sample(obs, noise), load_base(base).policy.sample(obs, noise))
 
 
+@pytest.mark.slow
 def test_eval_of_a_base_replays_its_train_bc_evaluation(base, tmp_path):
     evaluation = load_base(base).extra["evaluation"]  # train-bc evaluated with seed 0 + 1000
     out = last_json(robot_rl("eval", "--checkpoint", str(base), "--episodes", "2", "--seed", "1000"))
@@ -76,6 +78,7 @@ def test_load_base_explains_a_wrong_file(tmp_path):
     ("residual-ppo", ["--ppo.num-envs", "2", "--ppo.rollout-steps", "16"]),
     ("residual-sac", ["--learning-starts", "20", "--enable-over-episodes", "3"]),
 ])
+@pytest.mark.slow
 def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method, extra):
     out = robot_rl("finetune", "--base", str(base), "--method", method, "--env-steps", "64", "--eval-every", "1000",
                    "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--run", "r", *extra)
@@ -99,6 +102,7 @@ def test_finetune_runs_every_method_and_logs_evaluations(base, tmp_path, method,
         assert first and all(not np.any(a) for a in first)  # not the actor's (random, non-zero) samples
 
 
+@pytest.mark.slow
 def test_bench_finetune_reuse_keeps_finished_runs_resumes_interrupted_ones_and_redoes_the_rest(base, tmp_path):
     common = ("--base", str(base), "--eval-every", "1000", "--eval-episodes", "1", "--dsrl.learning-starts", "2",
               "--runs-dir", str(tmp_path))
@@ -131,6 +135,7 @@ def test_bench_finetune_reuse_keeps_finished_runs_resumes_interrupted_ones_and_r
     assert not (tmp_path / "pick_cube_dsrl-sac_seed3").exists()
 
 
+@pytest.mark.slow
 def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
     from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
     from robot_rl.envs.make import base_env
@@ -163,6 +168,7 @@ def test_dsrl_reports_the_success_rate_of_its_training_episodes(base):
 
 
 @pytest.mark.parametrize(("variant", "per_chunk"), [("sac", 20), ("na", 4)])
+@pytest.mark.slow
 def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, per_chunk):
     from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
     from robot_rl.envs.make import base_env
@@ -180,6 +186,7 @@ def test_dsrl_updates_per_chunk_default_to_the_variants_setting(base, variant, p
     assert out["updates"] == per_chunk * (out["chunk_steps"] - 1)
 
 
+@pytest.mark.slow
 def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypatch):
     """residual-ppo takes its scales from `--ppo.*`, not from the residual-sac agent's."""
     from robot_rl.finetune import run as finetune_run
@@ -207,6 +214,7 @@ def test_residual_ppo_executes_its_own_residual_scales(base, tmp_path, monkeypat
     assert moved[-1] > 0.5  # the gripper's scale is 1.0
 
 
+@pytest.mark.slow
 def test_residual_ppo_in_worker_processes_learns_exactly_what_it_learns_in_process(base, tmp_path):
     """--ppo.async-envs steps each twin in its own process; the envs keep their seeds, so the
     rollouts and hence the trained residual are the same as with every env in this process."""
@@ -249,6 +257,7 @@ def _kill_after_checkpoint(args: list[str], run_dir, *, env_steps: int) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path):
     """kill -9 a residual-ppo run once it has checkpointed, then `--resume`: training continues
     from the saved env step and optimizer state, and reaches the budget."""
@@ -277,6 +286,7 @@ def test_residual_ppo_killed_mid_run_resumes_from_its_checkpoint(base, tmp_path)
     assert evals[0]["env_step"] == 0 and evals[-1]["env_step"] == saved_step + 64
 
 
+@pytest.mark.slow
 def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base, tmp_path):
     """kill -9 a DSRL-NA run once it has checkpointed, then `--resume`: the replay comes back row
     for row and grows from there, the optimizers continue their step counts, and the run reaches
@@ -308,6 +318,7 @@ def test_dsrl_killed_mid_run_resumes_with_its_replay_networks_and_counters(base,
     assert [e["env_step"] for e in result["evals"]] == [0, result["env_steps"]]
 
 
+@pytest.mark.slow
 def test_residual_sac_fills_its_demo_buffer_with_the_demos_as_residuals(base, tmp_path):
     demos = base.parent / "demos"  # the episodes the base was trained on
     out = robot_rl("finetune", "--base", str(base), "--method", "residual-sac", "--demos", str(demos),
@@ -321,6 +332,7 @@ def test_residual_sac_fills_its_demo_buffer_with_the_demos_as_residuals(base, tm
     assert wrong.returncode == 2 and "--demos fills residual-sac" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_bench_residual_sac_learns_with_the_bases_own_demos_under_its_own_run_name(base, tmp_path):
     common = ("bench", "finetune", "--base", str(base), "--method", "residual-sac", "--seeds", "1", "--steps", "48",
               "--eval-every", "1000", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--json")
@@ -334,6 +346,7 @@ def test_bench_residual_sac_learns_with_the_bases_own_demos_under_its_own_run_na
     assert plain.returncode == 2 and "no finished runs" in plain.stderr and "pick_cube_residual-sac_seed<i>" in plain.stderr
 
 
+@pytest.mark.slow
 def test_residual_sac_resume_continues_the_distributed_run(base, tmp_path):
     args = ["finetune", "--base", str(base), "--method", "residual-sac", "--learning-starts", "20",
             "--eval-every", "1000", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--run", "r"]

@@ -29,6 +29,7 @@ def xdotool(display: str, *args: str) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_keyboard_takeover_reaches_both_buffers(tmp_path):
     xvfb, display = start_xvfb(tmp_path / "xvfb.log")
     steps = 120

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from robot_rl.learning.checkpoints import latest_checkpoint_path
@@ -17,6 +18,7 @@ def robot_rl(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_stale_demos_and_checkpoints_are_refused_by_observation_part(tmp_path):
     demos = tmp_path / "demos"
     out = robot_rl("record", "--task", "pick_cube", "--episodes", "1", "--out", str(demos), "--no-images")

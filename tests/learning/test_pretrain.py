@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from robot_rl.learning.metrics import read_metrics
 
 
@@ -14,6 +16,7 @@ def robot_rl(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_pretraining_runs_once_before_the_budget_and_fits_the_demos(tmp_path):
     out = robot_rl("record", "--task", "pick_cube", "--episodes", "2", "--out", str(tmp_path / "demos"), "--no-images")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from robot_rl.learning import wire
 from robot_rl.learning.metrics import read_metrics
@@ -40,6 +41,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_learner_killed_and_resumed_loses_nothing(tmp_path):
     learner_addr = f"tcp://127.0.0.1:{free_port_pair()}"
     run = tmp_path / "resume_test"
@@ -93,6 +95,7 @@ def test_learner_killed_and_resumed_loses_nothing(tmp_path):
     assert after and min(after) > resumed_update
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_with_a_larger_budget_does_not_repeat_its_last_evaluation(tmp_path):
     def train(steps: int, *extra: str) -> None:
         out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube",
@@ -115,6 +118,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_terminating_train_also_stops_its_actor(tmp_path):
     """The actor runs in its own session; a SIGTERM to `robot-rl train` must not leave it acting."""
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube",

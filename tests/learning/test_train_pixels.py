@@ -14,6 +14,7 @@ from robot_rl.learning.metrics import read_metrics
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_pixel_run_with_frozen_encoder_trains_and_checkpoints(tmp_path):
     steps = 80
     out = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube", "--obs", "pixels",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from robot_rl.agents.encoders import EncoderConfig
 from robot_rl.agents.success_classifier import SuccessClassifier, save_classifier
@@ -33,6 +34,7 @@ def test_first_fires_give_the_fire_and_the_steps_to_the_next_success():
     assert first_fires(p, y, episode, 0.95, 1) == {0: (None, None), 1: (None, None)}
 
 
+@pytest.mark.slow
 def test_eval_classifier_scores_recordings_per_episode_kind(tmp_path):
     import json
     import subprocess

@@ -43,6 +43,7 @@ def test_config_validates_and_derives_encoder_size():
         ClassifierConfig(data=("d",), image_hw=(8, 8))
 
 
+@pytest.mark.slow
 def test_short_training_on_twin_frames_beats_chance(tmp_path):
     # One 64 px front camera keeps collection short; 32 px frames show the 5 cm lift in ~2 pixels,
     # too few to learn from a dozen episodes. The accuracy goal (≥ 95 %) is a benchmark with 80 episodes.

@@ -13,6 +13,7 @@ from robot_rl.rewards.collect import CollectConfig, collect_twin_frames, run_col
 from robot_rl.task_spec import CameraSpec, load_task
 
 
+@pytest.mark.slow
 def test_random_episodes_include_an_untrained_policys_half_closed_gripper(tmp_path):
     # A policy fresh from initialization sends gripper commands inside the hold band (−0.5, 0.5),
     # stopping the fingers part way; a classifier that never saw that near the cube fired on it.
@@ -29,6 +30,7 @@ def test_random_episodes_include_an_untrained_policys_half_closed_gripper(tmp_pa
     assert np.any((widths > 0.2 * top) & (widths < 0.8 * top)), "no half-closed fingers recorded"
 
 
+@pytest.mark.slow
 def test_near_misses_reach_just_below_the_success_height(tmp_path):
     # A policy rewarded by a classifier that never saw 4–5 cm lifts learned to stop there.
     from robot_rl.data.episodes import iter_episodes
@@ -48,6 +50,7 @@ def test_near_misses_reach_just_below_the_success_height(tmp_path):
     assert min(peaks) < lift_m - 0.015, peaks  # and lower hovers still are
 
 
+@pytest.mark.slow
 def test_expert_grasps_vary_in_height_so_the_arm_does_not_give_the_cubes_away(tmp_path):
     # A policy grasping near the top edge was paid ~1.7 cm early by a classifier that had only seen
     # centre grasps: with the cube lower in the fingers, the arm's height no longer tells the cube's.
@@ -89,6 +92,7 @@ def policy_run(tmp_path_factory):
     return run, agent, layout
 
 
+@pytest.mark.slow
 def test_policy_episodes_are_the_checkpoints_actions_on_what_it_saw(tmp_path, policy_run):
     from robot_rl.data.episodes import iter_episodes
 
