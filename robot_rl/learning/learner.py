@@ -328,7 +328,9 @@ class Learner:
                 self._update_status()
                 if not self._actors:  # nobody connected yet: a start-up wait, not a fault
                     continue
-                if time.monotonic() - self._last_actor_msg > ACTOR_SILENT_S and not self._actor_silent_logged:
+                # Waiting messages mean the learner was the busy one (e.g. compiling), not the actor.
+                silent_s = time.monotonic() - self._last_actor_msg
+                if silent_s > ACTOR_SILENT_S and not self._actor_silent_logged and not self.sock.poll(0):
                     log.warning("no message from the actor for %.0f s: waiting (start or restart `robot-rl actor`)",
                                 ACTOR_SILENT_S)
                     self._actor_silent_logged = True
