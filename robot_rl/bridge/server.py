@@ -355,6 +355,9 @@ class RobotServer:
                 self._trips_seen = max(self._trips_seen, msg.state.watchdog_trips)
             frames = P.encode(msg)
             _send(self.sock, identity + frames)
+            # Silence counts from the last answer too: a client whose long request (a real-time
+            # reset) was just answered has not gone quiet, whenever that request arrived.
+            self.clients.seen(identity[0], time.monotonic_ns())
             # Stepped servers publish what they answer (keeping the request's seq); real-time servers
             # publish on their own clock in _service_realtime.
             if self.pub is not None and not self.service.realtime and isinstance(msg, P.Observation):

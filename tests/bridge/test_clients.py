@@ -108,6 +108,19 @@ def test_takeover_needs_take_control_and_overtaken_replies_say_so(realtime):
     first.close()
 
 
+def test_a_controller_is_not_silent_while_its_long_request_runs(realtime):
+    """Silence counts from the last answer: right after a request that took longer than
+    release_s (a slow real-time reset, a long hold) the controller still holds the arm."""
+    realtime.server.clients.release_ns = int(0.3e9)
+    first = BridgeClient(realtime.address, name="busy", timeout_s=5.0)
+    first.reset(seed=0, randomize=False)
+    first.step(np.zeros(6), hold_s=0.8)  # arrived 0.8 s before its answer
+    with pytest.raises(BridgeRemoteError) as err:
+        BridgeClient(realtime.address, name="started by mistake")
+    assert err.value.code == "control_held" and "'busy'" in str(err.value)
+    first.close()
+
+
 def test_a_controller_gone_silent_releases_the_arm(stepped):
     stepped.server.clients.release_ns = int(0.3e9)
     first = BridgeClient(stepped.address, name="crashed")
