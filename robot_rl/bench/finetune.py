@@ -177,11 +177,11 @@ def _seed_summary(evals: list[dict], wall_min: float | None) -> dict:
 
 def _finished_run(run_dir: Path, budget: int) -> tuple[list[dict], float | None] | None:
     """(evaluations, wall minutes) of a run that reached its budget, or None (missing or interrupted)."""
-    from robot_rl.finetune.run import _eval_point
+    from robot_rl.finetune.run import success_point
     from robot_rl.learning.metrics import finished_run
 
     done = finished_run(run_dir, budget)
     if done is None:
         return None
     lines, wall_min = done
-    return [_eval_point(m) for m in lines if m.get("kind") == "eval"], wall_min
+    return [success_point(m) for m in lines if m.get("kind") == "eval"], wall_min

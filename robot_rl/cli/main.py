@@ -111,6 +111,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 PRINTS_RESULT = {"record", "train", "learner", "plot", "eval", "collect-frames", "train-classifier", "eval-classifier",
                  "train-bc", "finetune"}
 """Runners that return a summary dict, printed as one JSON line."""
+RESUMABLE = {"train", "learner", "actor", "finetune"}
+"""Commands with --resume (their run folders keep what an interrupted run did)."""
 
 
 def _load(ref: str) -> Any:
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     except RobotRLError as exc:
         print(f"robot-rl: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C is how a run is stopped, not a crash: no traceback
+        hint = " (continue it with the same command and --resume)" if name in RESUMABLE else ""
+        print(f"robot-rl {name}: interrupted{hint}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -146,10 +146,11 @@ def _residual_sac(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
     summary = run_train(cmd)
     evals = read_metrics(f"{cfg.runs_dir}/{cfg.run_name}", "eval")
     demos = {k: summary[k] for k in ("demo_transitions", "demo_residual_clipped") if k in summary and cfg.demos}
-    return {"env_steps": summary["env_steps"], **demos, "evals": [_eval_point(e) for e in evals]}
+    return {"env_steps": summary["env_steps"], **demos, "evals": [success_point(e) for e in evals]}
 
 
-def _eval_point(e: dict) -> dict:
+def success_point(e: dict) -> dict:
+    """An eval line of metrics.jsonl as the summary point {env_step, success_rate}."""
     return {"env_step": int(e["env_step"]), "success_rate": float(e["success_rate"])}
 
 
@@ -176,7 +177,7 @@ def _dsrl(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
             env.close()
             eval_env.close()
         run.save_final({"agent": out["agent"].state_dict(), "env_steps": out["env_steps"]})
-    return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [_eval_point(e) for e in out["evals"]]}
+    return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [success_point(e) for e in out["evals"]]}
 
 
 def _residual_ppo(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
@@ -213,7 +214,7 @@ def _residual_ppo(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
             eval_env.close()
         run.save_final({"model": out["model"].state_dict(), "env_steps": out["env_steps"]})
     evals = out["evals"] if cfg.eval_episodes else []
-    return {"env_steps": out["env_steps"], "evals": [_eval_point(e) for e in evals]}
+    return {"env_steps": out["env_steps"], "evals": [success_point(e) for e in evals]}
 
 
 class _progress:

@@ -118,3 +118,24 @@ def test_a_piped_run_prints_status_lines_and_no_warnings_on_a_normal_start(tmp_p
     for phase in ("waiting for the actor to start", "collecting 150 env steps before updates start", "training"):
         assert phase in phases, phases
     assert "env steps 400/400 (100 %)" in status[-1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_with_a_hint_not_a_traceback(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli.main", "train", "--task", "pick_cube",
+                             "--env-steps", "100000", "--runs-dir", str(tmp_path), "--run", "stopped"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # wait until the run is under way
+        lines.append(line)
+        if "collecting" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    err = "".join(lines) + rest
+    assert proc.returncode == 130, err
+    assert "robot-rl train: interrupted (continue it with the same command and --resume)" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert (tmp_path / "stopped" / "config.json").is_file()
