@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from robot_rl.config import from_dict, to_dict
+from robot_rl.errors import ConfigError
 from robot_rl.learning.actor import Actor, ActorOptions
 from robot_rl.learning.config import TrainConfig
 from robot_rl.learning.learner import Learner
@@ -77,7 +78,7 @@ def _config_of(cmd: TrainConfig) -> TrainConfig:
 
 def run_learner(cmd: LearnerCommand) -> dict:
     cfg = cmd.config
-    preflight(cfg)
+    preflight(cfg, local_actor=False)
     status = RunStatus(cfg.run_name, cfg.env_steps)
     learner = Learner(cfg, resume=cmd.resume, status=status)
     with _view(cmd.progress, status):
@@ -142,11 +143,14 @@ def _exit_on_termination() -> Callable[[], None]:
     return restore
 
 
-def preflight(cfg: TrainConfig) -> None:
+def preflight(cfg: TrainConfig, *, local_actor: bool) -> None:
     """Configuration errors the actor would only meet after starting, raised here before any
-    process is spawned (ConfigError naming the fix)."""
+    process is spawned (ConfigError naming the fix). `local_actor`: the actor runs on this machine,
+    so the files it reads must exist here too."""
     task = load_task(cfg.task) if cfg.env is None else None
     check_intervention(cfg.intervention, task, where=f"--env {cfg.env}" if cfg.env else f"task {cfg.task}")
+    if local_actor and cfg.classifier is not None and not Path(cfg.classifier).is_file():
+        raise ConfigError(f"--classifier {cfg.classifier} does not exist: train one with `robot-rl train-classifier`")
 
 
 @contextmanager
@@ -161,7 +165,7 @@ def _view(progress: str, status: RunStatus) -> Iterator[None]:
 def run_train(cmd: TrainCommand) -> dict:
     """Learner in this process, actor as a child; both stop together."""
     cfg = cmd.config
-    preflight(cfg)
+    preflight(cfg, local_actor=True)
     if cfg.learner == DEFAULT_LEARNER:  # local run: private ports, so concurrent runs never meet
         cfg = replace(cfg, learner=f"tcp://127.0.0.1:{free_port_pair()}")
     status = RunStatus(cfg.run_name, cfg.env_steps)

@@ -99,6 +99,10 @@ def test_a_config_error_of_the_actor_surfaces_before_anything_is_spawned(tmp_pat
     assert "--intervention scripted needs a twin task" in out.stderr and "--env Pendulum-v1" in out.stderr
     assert list(tmp_path.iterdir()) == []  # no run folder, no actor config: nothing started
     assert "actor process exited" not in out.stderr
+    out = robot_rl("train", "--task", "pick_cube", "--classifier", str(tmp_path / "missing.pt"), "--runs-dir",
+                   str(tmp_path), timeout=120)
+    assert out.returncode == 2 and "missing.pt does not exist" in out.stderr, out.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
