@@ -4,6 +4,8 @@ steps each seed needed to reach a success rate."""
 
 from __future__ import annotations
 
+import fcntl
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +79,14 @@ def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -
     from robot_rl.teleop.record import run as record
 
     out = _demos_dir(task, n, images=images, root=root)
-    have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
-    if have < n:
-        record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
-                            seed=10_000 + have))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Benchmarks started side by side share the cache: one records, the others wait for it.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
+        if have < n:
+            record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
+                                seed=10_000 + have))
     return out
 
 

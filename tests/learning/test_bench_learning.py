@@ -48,3 +48,22 @@ def test_reuse_keeps_finished_seeds_and_report_only_trains_nothing(tmp_path):
 
     empty = bench(tmp_path, "--report-only", "--runs-dir", "elsewhere")
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
+
+
+@pytest.mark.slow
+def test_benchmarks_started_together_record_the_cached_demos_once(tmp_path):
+    """Two processes asking for the same demo cache: one records, the other waits and finds it."""
+    code = ("import sys; from robot_rl.bench.learning import ensure_demos; "
+            "print(ensure_demos('pick_cube', 3, images=False, root=sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "demos")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+    outs = [p.communicate(timeout=280) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    folder = {out.strip() for out, _ in outs}
+    assert len(folder) == 1
+    from robot_rl.data.episodes import episode_paths, iter_episodes
+
+    paths = episode_paths(folder.pop())
+    assert len(paths) == 3
+    assert sum("recorded 3 episodes" in err for _, err in outs) == 1  # the other one recorded nothing
+    assert all(ep.arrays["success"][-1] for ep in iter_episodes(paths[0].parent))
