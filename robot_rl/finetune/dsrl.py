@@ -26,8 +26,8 @@ from robot_rl.agents.nets import EnsembleMLP, soft_update
 from robot_rl.agents.obs_encoder import ObsEncoder
 from robot_rl.agents.sac import SACAgent, actor_step, make_optimizers, update
 from robot_rl.agents.sac_config import SACConfig
-from robot_rl.errors import ConfigError
 from robot_rl.envs.noise_action import NoiseActionEnv
+from robot_rl.errors import ConfigError
 from robot_rl.learning.policy import run_episodes, success_of
 
 

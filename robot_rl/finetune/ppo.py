@@ -19,8 +19,8 @@ from torch import nn
 
 from robot_rl.agents.nets import mlp
 from robot_rl.agents.obs_encoder import STATE_STD_FLOOR
-from robot_rl.agents.sac_config import residual_scales
 from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.agents.sac_config import residual_scales
 from robot_rl.learning.policy import run_episodes
 
 

@@ -23,10 +23,10 @@ import torch
 import zmq
 
 from robot_rl.atomic import write_text_atomic
-from robot_rl.errors import ConfigError
-from robot_rl.learning import wire
 from robot_rl.envs.actions import ActionScaler, action_dim_of
 from robot_rl.envs.make import make_env
+from robot_rl.errors import ConfigError
+from robot_rl.learning import wire
 from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.policy import load_weights, obs_batch, policy_action, success_of
 from robot_rl.task_spec import load_task

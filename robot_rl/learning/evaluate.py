@@ -20,9 +20,9 @@ from robot_rl.config import from_dict
 from robot_rl.envs.actions import ActionScaler, action_dim_of
 from robot_rl.envs.make import make_env
 from robot_rl.errors import ConfigError
+from robot_rl.learning.checkpoints import LATEST_FILE, latest_checkpoint_path
 from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.policy import obs_batch, policy_action, run_episodes
-from robot_rl.learning.checkpoints import LATEST_FILE, latest_checkpoint_path
 
 
 def load_state(path: Path) -> tuple[dict, Path]:
@@ -45,7 +45,7 @@ def load_state(path: Path) -> tuple[dict, Path]:
     return state, path
 
 
-def load_agent(path: Path):
+def load_agent(path: Path) -> tuple[dict, TrainConfig]:
     """(agent state, TrainConfig) from a checkpoint file or the newest checkpoint of a run folder."""
     state, path = load_state(path)
     return state, train_config_of(state, path)

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.agents.sac import SACAgent
 from robot_rl.data.episodes import Episode
 from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
 from robot_rl.learning.config import TrainConfig
-from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.learning.replay import EpisodeAssembler, FieldSpec, ReplayBuffer
 
 EMBED_BATCH = 32

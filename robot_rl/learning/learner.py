@@ -22,18 +22,18 @@ from robot_rl.agents.sac import compile_critics, make_optimizers, update
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes
-from robot_rl.errors import ConfigError
-from robot_rl.learning import wire
 from robot_rl.envs.actions import action_dim_of
 from robot_rl.envs.make import make_env
 from robot_rl.envs.residual import residual_episode
+from robot_rl.errors import ConfigError
+from robot_rl.learning import wire
+from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
 from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.ingest import Ingestor
+from robot_rl.learning.metrics import MetricsWriter
 from robot_rl.learning.policy import acting_state
 from robot_rl.learning.progress import RunStatus
 from robot_rl.learning.replay import MixedSampler
-from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
-from robot_rl.learning.metrics import MetricsWriter
 from robot_rl.learning.run_dir import RunDir
 from robot_rl.learning.step_log import StepLog
 

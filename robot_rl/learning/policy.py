@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_rl.agents.sac import SACAgent
 from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.agents.sac import SACAgent
 
 
 def obs_batch(layout: ObsLayout, obs: Any) -> dict[str, torch.Tensor]:

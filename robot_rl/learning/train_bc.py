@@ -22,9 +22,9 @@ from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes, read_meta
-from robot_rl.errors import ConfigError
 from robot_rl.envs.actions import action_dim_of
 from robot_rl.envs.make import EnvConfig, layout_of, make_env
+from robot_rl.errors import ConfigError
 from robot_rl.learning.ingest import check_demo_compatible
 from robot_rl.learning.policy import run_episodes
 

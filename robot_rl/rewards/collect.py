@@ -61,10 +61,10 @@ class CollectConfig:
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """`robot-rl collect-frames`."""
-    make_policy = None
-    if cfg.policy is not None:
-        def make_policy(env: gym.Env) -> Callable[[Any], np.ndarray]:
-            return checkpoint_policy(cfg.policy, env, cfg.task, deterministic=cfg.policy_deterministic, seed=cfg.seed)
+    def policy_of(env: gym.Env) -> Callable[[Any], np.ndarray]:
+        return checkpoint_policy(cfg.policy, env, cfg.task, deterministic=cfg.policy_deterministic, seed=cfg.seed)
+
+    make_policy = None if cfg.policy is None else policy_of
 
     policy_fraction = cfg.policy_fraction
     if cfg.policy is None:

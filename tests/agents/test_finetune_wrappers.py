@@ -8,10 +8,10 @@ import torch
 from gymnasium import spaces
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
-from robot_rl.errors import ConfigError
+from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.envs.noise_action import NoiseActionEnv
 from robot_rl.envs.residual import ResidualEnv
-from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.errors import ConfigError
 
 CFG = DiffusionConfig(obs_horizon=2, pred_horizon=8, action_horizon=4, hidden=32, blocks=1, inference_steps=4,
                       train_timesteps=20)

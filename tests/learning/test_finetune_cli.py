@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from robot_rl.agents.diffusion_checkpoint import load_base
 from robot_rl.data.episodes import iter_episodes
 from robot_rl.learning.metrics import read_metrics
-from robot_rl.agents.diffusion_checkpoint import load_base
 
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 

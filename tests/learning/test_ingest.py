@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.learning import wire
 from robot_rl.learning.config import TrainConfig, make_agent
 from robot_rl.learning.ingest import Ingestor
-from robot_rl.agents.obs_layout import ObsLayout
 
 
 def _episode(seq0: int, episode: int, n: int, *, success: bool,
