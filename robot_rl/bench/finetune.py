@@ -45,7 +45,7 @@ class FinetuneBench:
     """residual-sac: fill its demo buffer with the scripted demos the base was trained on
     (`robot-rl finetune --demos`), as residuals of the base; its runs are named residual-sac-demos.
     On pick_cube's 0.40 base: 0.84 / 0.86 / 0.84 at 20k env steps (+45 points) against 0.82 / 0.64 /
-    0.82 without (+36; README, Benchmarks)."""
+    0.82 without (+36; BENCHMARKS.md)."""
     bc: DiffusionConfig = DiffusionConfig()
     residual: SACConfig = RESIDUAL_SAC
     """residual-sac agent (`robot-rl finetune`'s default)."""

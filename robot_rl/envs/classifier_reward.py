@@ -37,7 +37,7 @@ class ClassifierReward(gym.Wrapper):
         proprio_check: obs → bool, ANDed with the image test, e.g. `lambda o: o["gripper_width"][0] > 0.01`.
         consecutive: success needs the test to hold on this many consecutive steps. A per-frame
             false-positive rate of 1.5 % fires falsely in one episode of six over 60 steps; two
-            frames in a row cut that about threefold on pick_cube's held-out episodes (README).
+            frames in a row cut that about threefold on pick_cube's held-out episodes (BENCHMARKS.md).
     """
 
     def __init__(self, env: gym.Env, classifier: SuccessClassifier | str | os.PathLike, *,

@@ -51,7 +51,7 @@ class PPOConfig:
     residual_scale: float = 0.3
     """Residual scale in the base's normalized action units: residual-sac's 0.3, wider than
     ResiP's 0.1 (on pick_cube's 0.40 base, at 50k env steps: 0.66 / 0.60 against 0.50 / 0.40 with
-    0.1 on arm and gripper, seeds 0 / 1; README, Benchmarks)."""
+    0.1 on arm and gripper, seeds 0 / 1; BENCHMARKS.md)."""
     residual_gripper_scale: float | None = 1.0
     """Scale of the last action dimension, the gripper (None: `residual_scale`): 1.0 lets the
     residual hold back the base's ±1 gripper command, not flip it."""

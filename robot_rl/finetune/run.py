@@ -44,7 +44,7 @@ RESIDUAL_SAC = SACConfig(residual_scale=0.3, residual_gripper_scale=1.0, actor_w
                          explore_std=0.3, n_step=3, critic_updates_per_actor_update=1)
 """The residual-sac agent's defaults (see FinetuneConfig.residual). Wider than ResiP's 0.1 (as are
 residual-ppo's, PPOConfig): on pick_cube's 0.40 base, 0.1 gained 8 points in 20k env steps over 3 seeds,
-this set 34, and 40 with 2 updates per env step (FinetuneConfig.utd; README, Benchmarks)."""
+this set 34, and 40 with 2 updates per env step (FinetuneConfig.utd; BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class TrainConfig:
     agent: SACConfig = SACConfig(bc_weight=1.0, explore_std=0.1)
     """HIL-SERL's SAC (2 critics, 2 critic updates per actor update, γ 0.97, LayerNorm) plus a BC
     term on demo rows and mean + noise exploration: on pick_cube the plain set never succeeded in
-    its sampled episodes within 8k env steps (README, "Learning"). `--agent.bc-weight 0
+    its sampled episodes within 8k env steps (BENCHMARKS.md, "Learning from demos and interventions"). `--agent.bc-weight 0
     --agent.explore-std None` is HIL-SERL exactly."""
     demos: str | None = None
     """Folder of recorded episodes (robot-rl record) for the demo buffer."""

@@ -2,7 +2,7 @@
 
 MuJoCo's renderer holds the GIL for the whole draw (≈ 2.5 ms per 128×128 image on a CPU), which
 stalled the server thread for that long when rendering on a thread of the server process (see
-README, "Where the work runs"). So streaming twin cameras render in a child process: it reads the
+docs/robot_pc.md, "Where the work runs"). So streaming twin cameras render in a child process: it reads the
 newest control snapshot from shared memory, renders every camera at `fps`, and writes each image
 into a shared-memory slot guarded by a sequence lock. The server copies the newest image out of a
 slot (newest-frame semantics, exactly like a real camera driver).
