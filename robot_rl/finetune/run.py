@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robot_rl.agents.diffusion_checkpoint import BaseCheckpoint, load_base
 from robot_rl.agents.sac_config import SACConfig
@@ -221,10 +223,9 @@ class _progress:
     """A rich progress bar over env steps with the latest evaluation."""
 
     def __init__(self, cfg: FinetuneConfig) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("eval {task.fields[eval]}"), TimeElapsedColumn())
+                                 TextColumn("eval {task.fields[eval]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True))  # stdout: the JSON result
         self.task = self.progress.add_task(f"{cfg.method} {cfg.task}", total=cfg.env_steps, eval="-")
 
     def __enter__(self) -> _progress:

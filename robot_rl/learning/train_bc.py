@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robot_rl.agents.diffusion import ChunkedPolicy, DiffusionConfig, DiffusionPolicy
 from robot_rl.agents.diffusion_checkpoint import save_base
@@ -135,7 +137,6 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
 
 
 def run(cfg: TrainBCConfig) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     setup_torch(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
@@ -164,7 +165,7 @@ def run(cfg: TrainBCConfig) -> dict[str, Any]:
         t0 = time.monotonic()
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-        with Progress(*columns, transient=False) as progress:
+        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:  # stdout: the JSON result
             bar = progress.add_task(f"train-bc {task}", total=dcfg.steps, info="")
             policy.train()
             for step in range(dcfg.steps):

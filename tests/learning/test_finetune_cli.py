@@ -26,8 +26,11 @@ def robot_rl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def last_json(out: subprocess.CompletedProcess) -> dict:
+    """The command's JSON result: its only stdout line (progress bars belong on stderr)."""
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, out.stdout[-3000:]
+    return json.loads(lines[0])
 
 
 @pytest.fixture(scope="module")
