@@ -20,7 +20,7 @@ import numpy as np
 from robot_rl.errors import ConfigError
 
 _WORKER = """
-import json, sys
+import json, subprocess, sys
 import numpy as np
 from robot_rl.bench.bridge import free_port, start_serve_process
 args = json.loads(sys.argv[1])
@@ -41,7 +41,11 @@ try:
 finally:
     client.close()
     proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # a loaded machine: the measurements are in, just stop it
+        proc.kill()
+        proc.wait()
 """
 
 
