@@ -30,17 +30,17 @@ from robot_rl.control.commands import (
     SceneHooks,
     TargetCommand,
 )
-from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawState
+from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawLimits, LawState
 from robot_rl.control.safety import widened_limit
 from robot_rl.control.snapshot import (
-    FAULT_TEXT,
     Fault,
     Mode,
     SnapshotBuffer,
     SnapshotLayout,
+    fault_text,
 )
 from robot_rl.control.trajectory import JointSegment, PoseSegment
-from robot_rl.drivers.arm import ArmBackend, ArmReading
+from robot_rl.drivers.arm import ArmBackend, ArmCommand, ArmReading, ArmSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ them still brakes with damping, but a step that never recovers is a loop that mu
 _STILL_M2_PER_S2 = 0.003 ** 2
 _STILL_RAD2_PER_S2 = 0.03 ** 2
 """Braking ends (and the hold pose is fixed) below 3 mm/s and 0.03 rad/s."""
+
+
+def _law_for_arm(law: LawLimits, spec: ArmSpec) -> LawLimits:
+    """The task's law limits at the arm's torque limits and control period. The reference and gain
+    filter keeps its time constant (≈ tick_s/α) whatever the period."""
+    alpha = law.filter_alpha
+    if spec.period_s != law.tick_s:
+        alpha = min(1.0, 1.0 - (1.0 - alpha) ** (spec.period_s / law.tick_s))
+    return replace(law, torque_limit_nm=tuple(spec.torque_limit_nm), tick_s=spec.period_s, filter_alpha=alpha)
 
 
 class ControlStepFailed(RuntimeError):
@@ -72,7 +81,7 @@ class ControlCore:
                  buffer: SnapshotBuffer | None = None) -> None:
         self.backend = backend
         self.spec = backend.spec
-        self.config = replace(config, law=replace(config.law, torque_limit_nm=tuple(self.spec.torque_limit_nm)))
+        self.config = replace(config, law=_law_for_arm(config.law, self.spec))
         self.scene = scene
         self.layout = SnapshotLayout(
             n_joints=self.spec.n_joints,
@@ -189,7 +198,7 @@ class ControlCore:
             law = self._reset_law if self._mode == Mode.MOVING else self.config.law
             self._law, tau = impedance.cartesian_impedance_step(self._law, reading, self._target, self._gain_targets,
                                                                 self._q_home, law)
-        self.backend.write_torque(tau)
+        self.backend.write(ArmCommand(tau, self._law.ref_pose, self._law.gains, joint_target))
         self._last_tau = tau
         self._tick += 1
         if self.scene is not None:
@@ -224,7 +233,9 @@ class ControlCore:
             prev = self._law.prev_tau_nm if self._law is not None else np.zeros(self.spec.n_joints)
             tau, remembered = impedance.limit_torque(-d * reading.dq_rad_per_s, prev, reading.gravity_nm,
                                                      self.config.law)
-            self.backend.write_torque(tau)
+            gains = self._law.gains if self._law is not None else GainTargets.of(self.config.gains).matrix
+            # A position-controlled arm holds where it is measured: no reference to pull it anywhere.
+            self.backend.write(ArmCommand(tau, reading.pose_base_tcp, gains))
             self._last_tau = tau
             self._reading = reading
             if self._reset is not None:
@@ -338,7 +349,7 @@ class ControlCore:
             yield None
 
     def _fault_text(self) -> str:
-        return FAULT_TEXT[self._fault].format(value=self._fault_value)
+        return fault_text(self._fault, self._fault_value)
 
     def _start_braking(self) -> None:
         """Brake with extra damping: the law's gains jump to `brake_damping_factor`·D now and the
@@ -358,6 +369,9 @@ class ControlCore:
         self._hold_at(reading)
 
     def _check_faults(self, reading: ArmReading) -> None:
+        if reading.fault:
+            self._enter_reflex(Fault.BACKEND, float(reading.fault), reading)
+            return
         w = reading.wrench_ext_base
         force = math.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
         if force > self.config.limits.max_contact_force_n:

@@ -23,6 +23,7 @@ from robot_rl.control.runtime import (
     LoopStats,
     TickRecorder,
     paced_loop,
+    period_ns_of,
     set_fifo,
     wait_first_snapshot,
 )
@@ -44,7 +45,7 @@ def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn
     backend, scene = factory.build(realtime=True, resume_sim_state=resume_sim_state)
     buffer, shm = attach_snapshot(shm_name, factory.layout())  # the parent created it and unlinks it
     core = ControlCore(backend, config, scene=scene, buffer=buffer)
-    recorder = TickRecorder()
+    recorder = TickRecorder(period_ns=period_ns_of(backend.spec))
     state = {"stop": False}
 
     def on_tick() -> None:

@@ -44,6 +44,7 @@ from robot_rl.errors import RobotRLError
 log = logging.getLogger(__name__)
 
 PERIOD_NS = 1_000_000
+"""Default control period (1 kHz); an arm with another (UR: 2 ms) says so in `ArmSpec.period_s`."""
 SPIN_NS = 300_000
 """Sleep until this long before each deadline, then spin: `time.sleep` overshoots by ~60–100 µs."""
 
@@ -88,7 +89,8 @@ class LoopStats:
 class TickRecorder:
     """Ring buffer of tick start times and compute durations (ns)."""
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, period_ns: int = PERIOD_NS) -> None:
+        self.period_ns = period_ns
         self.starts = np.zeros(size, dtype=np.int64)
         self.compute = np.zeros(size, dtype=np.int64)
         self.n = 0
@@ -110,7 +112,7 @@ class TickRecorder:
             return LoopStats(k, 0.0, 0.0, 0.0, 0.0, self.overruns, 0.0)
         idx = (np.arange(self.n - k, self.n)) % len(self.starts)
         periods = np.diff(self.starts[idx]) / 1e3
-        jitter = np.abs(periods - PERIOD_NS / 1e3)
+        jitter = np.abs(periods - self.period_ns / 1e3)
         return LoopStats(k, float(np.median(periods)), float(np.percentile(jitter, 50)),
                          float(np.percentile(jitter, 99)), float(jitter.max()), self.overruns,
                          float(np.percentile(self.compute[idx] / 1e3, 99)))
@@ -118,7 +120,7 @@ class TickRecorder:
 
 def paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: TickRecorder,
                 on_tick: Callable[[], None], *, paced_by_hardware: bool, own_gc: bool) -> None:
-    """Run `core.step()` every PERIOD_NS with an absolute deadline until `stop()`.
+    """Run `core.step()` every arm period (`ArmSpec.period_s`) with an absolute deadline until `stop()`.
 
     With `own_gc` (a process of its own), automatic garbage collection is off and young
     generations are collected only in a tick's slack, so a collection never lands mid-tick.
@@ -126,16 +128,17 @@ def paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: TickRecord
     if own_gc:
         gc.freeze()
         gc.disable()
+    period_ns = period_ns_of(core.spec)
     deadline = time.monotonic_ns()
     ticks = 0
     while not stop():
         ticks += 1
-        if own_gc and ticks % 500 == 0 and deadline + PERIOD_NS - time.monotonic_ns() > 600_000:
+        if own_gc and ticks % 500 == 0 and deadline + period_ns - time.monotonic_ns() > 600_000:
             gc.collect(1 if ticks % 50_000 else 2)
         if not paced_by_hardware:
-            deadline += PERIOD_NS
+            deadline += period_ns
             now = time.monotonic_ns()
-            if now > deadline + PERIOD_NS:  # more than a period late: skip ahead, don't burst
+            if now > deadline + period_ns:  # more than a period late: skip ahead, don't burst
                 recorder.overruns += 1
                 deadline = now
             elif deadline - now > SPIN_NS:
@@ -146,6 +149,10 @@ def paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: TickRecord
         on_tick()
         core.step()
         recorder.add(start, time.monotonic_ns() - start)
+
+
+def period_ns_of(spec: ArmSpec) -> int:
+    return int(round(spec.period_s * 1e9))
 
 
 class _InProcessRuntime:
@@ -177,7 +184,7 @@ class SteppedRuntime(_InProcessRuntime):
         self._factory, self._config = factory, config
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
-        self.tick_s = config.law.tick_s
+        self.tick_s = factory.arm_spec().period_s
         self._error: str | None = None
         self._start(None)
 
@@ -243,7 +250,7 @@ class ThreadRuntime(_InProcessRuntime):
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
         self._rt_priority = rt_priority
-        self._recorder = TickRecorder()
+        self._recorder = TickRecorder(period_ns=period_ns_of(factory.arm_spec()))
         self._start(None)
 
     def _start(self, resume_sim_state: np.ndarray | None) -> None:

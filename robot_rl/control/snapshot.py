@@ -14,6 +14,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from robot_rl.drivers.arm import ARM_FAULT_TEXT, ArmFault
+
 
 class Mode(IntEnum):
     """What the controller is doing."""
@@ -47,10 +49,21 @@ FAULT_TEXT = {
     Fault.CONTACT_FORCE: "contact force {value:.1f} N exceeded max_contact_force_n",
     Fault.JOINT_VELOCITY: "joint speed {value:.2f} rad/s exceeded the joint velocity limit",
     Fault.JOINT_LIMIT: "joint position came within {value:.3f} rad of its limit",
-    Fault.BACKEND: "the arm backend reported an error",
+    Fault.BACKEND: "{arm}; fix the cause on the robot, then send clear_error",
     Fault.INTERNAL: "the control step failed {value:.0f} time(s) in a row and braked with damping only; "
                     "see the robot PC's log, then send clear_error",
 }
+
+def fault_text(fault: Fault, value: float) -> str:
+    """What a fault means, for replies and logs; `value` is the fault's measured quantity (for
+    `Fault.BACKEND`, the `ArmFault` code the arm reported)."""
+    if fault == Fault.BACKEND:
+        code = int(value)
+        arm = (ARM_FAULT_TEXT[ArmFault(code)] if code in set(ArmFault) and code
+               else f"the arm reported fault code {code}")
+        return FAULT_TEXT[fault].format(arm=arm)
+    return FAULT_TEXT[fault].format(value=value)
+
 
 _INT_FIELDS = ("lock", "tick", "t_capture_ns", "mode", "fault", "command_seq", "reset_id_done",
                "target_clipped", "watchdog_trips")
@@ -137,7 +150,7 @@ class Snapshot:
         return Fault(self.int("fault"))
 
     def fault_message(self) -> str:
-        return FAULT_TEXT[self.fault].format(value=float(self.get("fault_value")[0]))
+        return fault_text(self.fault, float(self.get("fault_value")[0]))
 
     def privileged(self) -> dict[str, np.ndarray]:
         return {name: self.get("priv." + name) for name, _ in self.layout.privileged_sizes}

@@ -18,7 +18,7 @@ import mujoco
 import numpy as np
 
 from robot_rl.control import rotations
-from robot_rl.drivers.arm import ArmReading, ArmSpec
+from robot_rl.drivers.arm import ArmCommand, ArmReading, ArmSpec
 from robot_rl.twin import scene as sc
 
 PANDA_SPEC = dict(
@@ -188,6 +188,10 @@ class TwinArm:
         # Contact forces are only consistent with d.contact right after mj_step2 (mj_step1 redoes
         # collision detection but leaves efc_force from the previous step): read them here.
         self._wrench = self._external_wrench(self.data.site_xpos[self._tcp])
+
+    def write(self, command: ArmCommand) -> None:
+        """Apply the law's torques and run one physics step (the twins are torque-controlled)."""
+        self.write_torque(command.tau_nm)
 
     def set_gripper(self, width_m: float) -> None:
         """New opening target [m]; the fingers close or open toward it at GRIPPER_SPEED_M_PER_S."""

@@ -150,7 +150,7 @@ def test_control_step_failure_brakes_then_faults_and_restart_recovers(stepped_st
     def dead_link(tau_nm):
         raise ConnectionError("arm link lost")
 
-    monkeypatch.setattr(core.backend, "write_torque", dead_link)
+    monkeypatch.setattr(core.backend, "write", dead_link)
     with pytest.raises(BridgeRemoteError) as err:
         client.step(np.zeros(6), hold_s=0.05)
     assert err.value.code == "fault" and "arm link lost" in str(err.value)
