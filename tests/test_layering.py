@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "robot_rl"
-ROBOT_PC = ("bridge", "control", "drivers", "twin")
+ROBOT_PC = ("arms", "bridge", "control", "drivers", "twin")
 LEARNER_SIDE = ("robot_rl.envs", "robot_rl.teleop", "robot_rl.data", "robot_rl.bench", "robot_rl.cli",
                 "robot_rl.agents", "robot_rl.learning", "robot_rl.rewards")
 
@@ -51,7 +51,7 @@ def test_robot_pc_serves_with_torch_unimportable():
                     raise ImportError("torch is not installed on this robot PC")
         sys.meta_path.insert(0, NoTorch())
         import robot_rl
-        for pkg in ("bridge", "control", "drivers", "twin"):
+        for pkg in ("arms", "bridge", "control", "drivers", "twin"):
             mod = importlib.import_module(f"robot_rl.{pkg}")
             for info in pkgutil.iter_modules(mod.__path__):
                 importlib.import_module(f"robot_rl.{pkg}.{info.name}")

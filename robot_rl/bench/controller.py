@@ -24,7 +24,8 @@ from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.control.commands import ResetCommand, TargetCommand
 from robot_rl.control.runtime import SteppedRuntime
 from robot_rl.task_spec import load_task
-from robot_rl.twin.backend import TwinBackend, core_config
+from robot_rl.control.commands import core_config
+from robot_rl.twin.backend import TwinBackend
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
+from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.envs.robot_env import RobotEnv
 from robot_rl.teleop.scripted import make_expert
 
@@ -16,6 +18,13 @@ class ExpertBench:
     """Scripted expert episodes on the embedded twin server (real sockets, real controller)."""
 
     task: str = "pick_cube"
+    backend: Literal["twin", "franka-double", "ur-double"] = "twin"
+    """Arm backend behind the server: the twin, or the Franka / UR backend code driving twin
+    physics through its vendor-API double."""
+    arm: Literal["panda", "ur5e"] | None = None
+    """Twin arm model (twin backend); default: the task's `twin.arm`."""
+    reset_motion: Literal["auto", "motion", "teleport"] = "auto"
+    """Resets: "auto" teleports on the twin and drives through the controller on the doubles."""
     episodes: int = 50
     seed: int = 0
     images: bool = False
@@ -24,7 +33,14 @@ class ExpertBench:
 
 
 def run(cfg: ExpertBench) -> dict:
-    env = RobotEnv(cfg.task, image_obs=cfg.images, client_name="bench-expert")
+    motion = cfg.reset_motion if cfg.reset_motion != "auto" else ("teleport" if cfg.backend == "twin" else "motion")
+    stack = start_server(ServeConfig(backend=cfg.backend, arm=cfg.arm, task=cfg.task, bind="tcp://127.0.0.1:0",
+                                     pub_bind="", reset_motion=motion))
+    try:
+        env = RobotEnv(stack.task, server=stack.address, image_obs=cfg.images, client_name="bench-expert")
+    except BaseException:
+        stack.close()
+        raise
     expert = make_expert(env.task, seed=cfg.seed)
     successes, lengths, reflexes = [], [], 0
     t0 = time.perf_counter()
@@ -43,9 +59,11 @@ def run(cfg: ExpertBench) -> dict:
             reflexes += "reflex" in info
     finally:
         env.close()
+        stack.close()
     wall = time.perf_counter() - t0
-    return {"bench": "expert", "task": cfg.task, "episodes": cfg.episodes,
+    return {"bench": "expert", "task": cfg.task, "backend": cfg.backend, "arm": stack.service.arm.name,
+            "reset_motion": motion, "episodes": cfg.episodes,
             "success_rate": round(float(np.mean(successes)), 3),
             "mean_steps": round(float(np.mean(lengths)), 1), "reflex_episodes": reflexes,
             "wall_s": round(wall, 1), "env_steps_per_s": round(sum(lengths) / wall, 1),
-            "transport": "embedded twin server over tcp loopback"}
+            "transport": "embedded server over tcp loopback"}

@@ -17,6 +17,7 @@ from typing import Literal
 from robot_rl.bridge.server import RobotServer
 from robot_rl.bridge.server_config import ServerConfig
 from robot_rl.bridge.service import RobotService
+from robot_rl.control.commands import core_config
 from robot_rl.control.process_runtime import ProcessRuntime
 from robot_rl.control.runtime import SteppedRuntime, ThreadRuntime
 from robot_rl.errors import ConfigError
@@ -29,8 +30,16 @@ log = logging.getLogger(__name__)
 class ServeConfig:
     """`robot-rl serve`: which arm, which task, where to listen."""
 
-    backend: Literal["twin", "franka", "ur"] = "twin"
-    """Arm backend. Only the MuJoCo twin is implemented so far."""
+    backend: Literal["twin", "franka", "ur", "franka-double", "ur-double"] = "twin"
+    """Arm backend: the MuJoCo twin, a physical Franka (pylibfranka) or UR (ur_rtde) arm, or the
+    same Franka / UR backend code driving twin physics through a vendor-API double."""
+    robot_ip: str | None = None
+    """Address of the physical arm (franka, ur), e.g. 172.16.0.2."""
+    arm: Literal["panda", "ur5e"] | None = None
+    """Twin arm model; default: the task's `twin.arm`. The doubles fix their own (panda, ur5e)."""
+    ur_mode: Literal["torque", "servo"] = "torque"
+    """UR only: `directTorque` at 500 Hz running robot_rl's impedance law (e-Series with direct
+    torque support), or a Cartesian admittance filter over `servoL` for older controllers."""
     task: str = "pick_cube"
     """Task name in tasks/ (or a YAML path): workspace box, limits, gains, cameras, twin scene."""
     bind: str = "tcp://127.0.0.1:5555"
@@ -40,8 +49,9 @@ class ServeConfig:
     keys_dir: str | None = None
     """CurveZMQ keys made by `robot-rl keys`."""
     pace: Literal["fast", "realtime"] = "fast"
-    """Twin only. fast: each command advances simulated time as fast as possible (training);
-    realtime: a paced 1 kHz loop like a real robot (watchdog in wall time)."""
+    """Simulated backends only (twin and doubles). fast: each command advances simulated time as
+    fast as possible (training); realtime: a paced loop like a real robot (watchdog in wall time).
+    Physical arms always run in real time."""
     loop: Literal["process", "thread"] = "process"
     """Where the real-time 1 kHz loop runs (`robot-rl bench controller` compares them)."""
     rt_priority: int | None = 80
@@ -93,36 +103,49 @@ class ServerStack:
 def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotService:
     """Runtime + cameras + request logic for the configured backend (no sockets)."""
     task = task or load_task(cfg.task)
-    if cfg.backend != "twin":
-        raise ConfigError(
-            f"the {cfg.backend} backend is not implemented yet: robot_rl drives the MuJoCo twin today; "
-            "the Franka (pylibfranka/franky) and UR (ur_rtde) backends will implement drivers/arm.py's "
-            "ArmBackend behind this same server")
-    from robot_rl.twin.backend import TwinBackend, core_config, scene_source
-    from robot_rl.twin.camera import TwinCameras
-    from robot_rl.twin.camera_stream import StreamingTwinCameras
+    from robot_rl.arms.registry import SIMULATED, BackendChoice, make_factory
 
-    factory = TwinBackend(task, initial_seed=cfg.seed)
-    if cfg.pace == "fast":
+    factory = make_factory(BackendChoice(cfg.backend, arm=cfg.arm, robot_ip=cfg.robot_ip, ur_mode=cfg.ur_mode,
+                                         seed=cfg.seed), task)
+    simulated = cfg.backend in SIMULATED
+    if simulated and cfg.pace == "fast":
         runtime = SteppedRuntime(factory, core_config(task))
     elif cfg.loop == "thread":
         runtime = ThreadRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
     else:
         runtime = ProcessRuntime(factory, core_config(task), rt_priority=cfg.rt_priority)
     try:
-        if cfg.cameras is not None:
-            frames = _live_cameras(cfg.cameras, task)
-        elif cfg.stream_cameras or (cfg.stream_cameras is None and runtime.realtime):
-            frames = StreamingTwinCameras(scene_source(task), task.cameras, snapshot_name=runtime.snapshot_name,
-                                          layout=runtime.layout, fps=cfg.camera_fps,
-                                          randomize_visuals=task.twin.randomize_visuals)
-        else:
-            frames = TwinCameras(scene_source(task), task.cameras, randomize_visuals=task.twin.randomize_visuals)
+        frames = _frames(cfg, task, factory, runtime, simulated)
         return RobotService(runtime=runtime, frames=frames, task=task, arm=factory.arm_spec(), backend=cfg.backend,
                             server_name=cfg.name, reset_motion=cfg.reset_motion)
     except BaseException:
         runtime.close()
         raise
+
+
+def _frames(cfg: ServeConfig, task: TaskSpec, factory, runtime, simulated: bool):
+    """The cameras: a camera config's real cameras, else the simulated scene's renderer."""
+    if cfg.cameras is not None:
+        return _live_cameras(cfg.cameras, task)
+    if not simulated:
+        return _no_cameras(task)
+    from robot_rl.twin.camera import TwinCameras
+    from robot_rl.twin.camera_stream import StreamingTwinCameras
+
+    randomize = task.twin.randomize_visuals if task.twin is not None else False
+    if cfg.stream_cameras or (cfg.stream_cameras is None and runtime.realtime):
+        return StreamingTwinCameras(factory.scene_source(), task.cameras, snapshot_name=runtime.snapshot_name,
+                                    layout=runtime.layout, fps=cfg.camera_fps, randomize_visuals=randomize)
+    return TwinCameras(factory.scene_source(), task.cameras, randomize_visuals=randomize)
+
+
+def _no_cameras(task: TaskSpec):
+    if task.cameras:
+        raise ConfigError(f"task {task.name} observes cameras {[c.name for c in task.cameras]}: on a physical arm "
+                          "pass a camera config with --cameras (hardware/cameras/example.yaml)")
+    from robot_rl.drivers.camera import LiveCameras
+
+    return LiveCameras([])
 
 
 def _live_cameras(path: str, task: TaskSpec):

@@ -18,6 +18,7 @@ from robot_rl.control.impedance import (
     LawLimits,
 )
 from robot_rl.control.safety import CommandLimits, WorkspaceBox
+from robot_rl.task_spec import TaskSpec
 
 
 class SceneHooks(Protocol):
@@ -131,3 +132,8 @@ class CoreConfig:
     """Reflex when a joint exceeds this fraction of its velocity limit."""
     brake_damping_factor: float = 3.0
     """Damping multiplier applied at once when the watchdog or a reflex stops the arm."""
+
+
+def core_config(task: TaskSpec) -> CoreConfig:
+    """Controller settings a task asks for (gains, box, limits, law), on any arm."""
+    return CoreConfig(gains=task.gains, box=task.workspace, limits=task.limits, law=task.law)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from robot_rl.control.commands import CoreConfig
 from robot_rl.control.snapshot import SnapshotLayout
 from robot_rl.drivers.arm import ArmSpec
 from robot_rl.errors import ConfigError
@@ -44,6 +43,10 @@ class TwinBackend:
             arm.resume(resume_sim_state)
         return arm, hooks
 
+    def scene_source(self) -> sc.SceneSource:
+        """Files of the simulated scene (for the renderers)."""
+        return scene_source(self.task)
+
     def arm_spec(self) -> ArmSpec:
         return ArmSpec(name="twin", **PANDA_SPEC)
 
@@ -52,8 +55,3 @@ class TwinBackend:
         data = mujoco.MjData(model)
         hooks = make_task(self.task.twin, model, data, TwinArm(model, data))
         return SnapshotLayout(7, hooks.privileged_sizes, hooks.sim_state_size)
-
-
-def core_config(task: TaskSpec) -> CoreConfig:
-    """Controller settings a task asks for (gains, box, limits, law)."""
-    return CoreConfig(gains=task.gains, box=task.workspace, limits=task.limits, law=task.law)

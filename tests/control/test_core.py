@@ -17,7 +17,8 @@ from robot_rl.control.core import ControlCore
 from robot_rl.control.safety import CommandLimits
 from robot_rl.control.snapshot import Fault, Mode
 from robot_rl.task_spec import load_task
-from robot_rl.twin.backend import TwinBackend, core_config
+from robot_rl.control.commands import core_config
+from robot_rl.twin.backend import TwinBackend
 
 POS_TOL_M = 0.003
 SPEED_STILL_M_PER_S = 0.01

@@ -10,7 +10,8 @@ from robot_rl.control.commands import ResetCommand, TargetCommand
 from robot_rl.control.core import ControlCore
 from robot_rl.task_spec import load_task
 from robot_rl.twin import scene as sc
-from robot_rl.twin.backend import TwinBackend, core_config, scene_source
+from robot_rl.control.commands import core_config
+from robot_rl.twin.backend import TwinBackend, scene_source
 from robot_rl.twin.camera import TwinCameras
 
 FK_ATOL_M = 1e-4
