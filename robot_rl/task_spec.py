@@ -7,9 +7,9 @@ limits, gains, cameras, twin scene) and the learner (actions, reward, episode) r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import yaml
@@ -102,19 +102,30 @@ class PegInsertionParams:
     hole_half_width_m: float = 0.011
 
 
+TwinArmName = Literal["panda", "ur5e"]
+"""Arm models of the twin (robot_rl/twin/arm_models.py)."""
+
+
 @dataclass(frozen=True)
 class TwinSpec:
     """How the MuJoCo twin builds and judges this task."""
 
     scene: str
-    """MJCF file in sim/."""
+    """MJCF file in sim/; it includes its arm as arm.xml."""
     kind: Literal["pick_cube", "peg_insertion"]
+    arm: TwinArmName = "panda"
+    """Arm model the scene is built with (sim/panda_twin.xml, sim/ur5e_twin.xml); `--arm`
+    (serve, record, train, bench) overrides it."""
     tool: str | None = None
     """MJCF mounted in the hand (sim/tools/...)."""
     pick_cube: PickCubeParams = PickCubeParams()
     peg_insertion: PegInsertionParams = PegInsertionParams()
     randomize_visuals: bool = True
     """Randomize colours and lights at every reset (rendering only)."""
+
+    def __post_init__(self) -> None:
+        if self.arm not in get_args(TwinArmName):
+            raise ValueError(f"twin.arm must be one of {list(get_args(TwinArmName))}, got {self.arm!r}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,21 @@ class TaskSpec:
     @property
     def step_s(self) -> float:
         return 1.0 / self.step_hz
+
+
+def with_twin_arm(task: TaskSpec, arm: str | None) -> TaskSpec:
+    """`task` with its twin built on `arm` (`--arm`: replaces `twin.arm`); None leaves it as is.
+
+    Raises:
+        ConfigError: the task has no twin, or `arm` is not one of `TwinArmName`.
+    """
+    if arm is None:
+        return task
+    if task.twin is None:
+        raise ConfigError(f"task {task.name!r} has no `twin:` section: --arm {arm} chooses a twin's arm")
+    if arm not in get_args(TwinArmName):
+        raise ConfigError(f"unknown twin arm {arm!r}; choose one of {', '.join(get_args(TwinArmName))}")
+    return replace(task, twin=replace(task.twin, arm=arm))
 
 
 def task_names() -> list[str]:

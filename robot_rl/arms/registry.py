@@ -52,7 +52,7 @@ def make_factory(choice: BackendChoice, task: TaskSpec):
     if name == "twin":
         from robot_rl.twin.backend import TwinBackend
 
-        return TwinBackend(task, initial_seed=choice.seed, **({"arm": choice.arm} if choice.arm else {}))
+        return TwinBackend(task, initial_seed=choice.seed, arm=choice.arm)
     if name in ("franka", "franka-double"):
         from robot_rl.arms.franka import FrankaBackend
 

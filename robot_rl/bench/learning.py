@@ -13,6 +13,7 @@ from typing import Literal
 
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.errors import ConfigError
+from robot_rl.task_spec import TwinArmName
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class LearningBench:
     """Train `seeds` runs and report their evaluations (a slow benchmark: minutes per seed)."""
 
     task: str = "pick_cube"
+    arm: TwinArmName | None = None
+    """Arm of the embedded twin (demos and training); default: the task's `twin.arm`. Runs and
+    demos of another arm get their own names (`<task>_<arm>_…`)."""
     obs: Literal["state", "pixels"] = "state"
     demos: int = 20
     """Scripted demos recorded (once, cached under runs/demos/) for the demo buffer."""
@@ -68,25 +72,31 @@ disagree with the env); v3: start poses drawn independently of the object placem
 the cube); v4: pick_cube's privileged state gained the cube relative to the TCP."""
 
 
-def _demos_dir(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
-    return Path(root) / f"{task}_{'pixels' if images else 'state'}_{n}_{DEMOS_VERSION}"
+def _arm_tag(task: str, arm: str | None) -> str:
+    """`task`, or `task_<arm>` for an arm chosen by flag (the task's own arm keeps the plain name,
+    so the cached demos and runs of the Panda twin keep theirs)."""
+    return task if arm is None else f"{task}_{arm}"
 
 
-def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos") -> Path:
-    """A folder with `n` scripted demos of `task` (recorded on first use)."""
+def _demos_dir(task: str, n: int, *, images: bool, root: str = "runs/demos", arm: str | None = None) -> Path:
+    return Path(root) / f"{_arm_tag(task, arm)}_{'pixels' if images else 'state'}_{n}_{DEMOS_VERSION}"
+
+
+def ensure_demos(task: str, n: int, *, images: bool, root: str = "runs/demos", arm: str | None = None) -> Path:
+    """A folder with `n` scripted demos of `task` on the twin `arm` (recorded on first use)."""
     from robot_rl.data.episodes import episode_paths
     from robot_rl.teleop.record import RecordConfig
     from robot_rl.teleop.record import run as record
 
-    out = _demos_dir(task, n, images=images, root=root)
+    out = _demos_dir(task, n, images=images, root=root, arm=arm)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Benchmarks started side by side share the cache: one records, the others wait for it.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         have = len(episode_paths(out)) if (out / "meta.json").exists() else 0
         if have < n:
-            record(RecordConfig(out=str(out), task=task, teleop="scripted", episodes=n - have, images=images,
-                                seed=10_000 + have))
+            record(RecordConfig(out=str(out), task=task, arm=arm, teleop="scripted", episodes=n - have,
+                                images=images, seed=10_000 + have))
     return out
 
 
@@ -147,8 +157,9 @@ def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
         return
     ran = json.loads(path.read_text())
     # through JSON, as config.json holds them (tuples become lists)
+    demos = _demos_dir(cfg.task, cfg.demos, images=cfg.obs == "pixels", arm=cfg.arm)
     want = json.loads(json.dumps({"utd": cfg.utd, "pretrain_updates": cfg.pretrain_updates, "agent": asdict(cfg.agent),
-                                  "demos": _demos_dir(cfg.task, cfg.demos, images=cfg.obs == "pixels").name}))
+                                  "arm": cfg.arm, "demos": demos.name}))
     if ran.get("demos"):
         ran["demos"] = Path(ran["demos"]).name
     # only the bench's fields, and only those the run recorded (an older version may lack some)
@@ -159,11 +170,15 @@ def _check_settings(cfg: LearningBench, run_dir: Path) -> None:
                           f"reported as this bench's: pass its options, or use a fresh --runs-dir")
 
 
+def _run_name(cfg: LearningBench, seed: int, intervention: str) -> str:
+    return f"{_arm_tag(cfg.task, cfg.arm)}_{cfg.obs}_{intervention}_seed{seed}"
+
+
 def _finished(cfg: LearningBench, seed: int, intervention: str) -> dict | None:
     """The summary of a run that evaluated at its budget, or None (missing or interrupted)."""
     from robot_rl.learning.metrics import finished_run
 
-    run_dir = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
+    run_dir = Path(cfg.runs_dir) / _run_name(cfg, seed, intervention)
     done = finished_run(run_dir, cfg.steps)
     if done is None:
         return None
@@ -180,7 +195,7 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
         done = _finished(cfg, seed, intervention)
         if done is not None or cfg.report_only:
             return done
-    name = f"{cfg.task}_{cfg.obs}_{intervention}_seed{seed}"
+    name = _run_name(cfg, seed, intervention)
     run_dir = Path(cfg.runs_dir) / name
     if run_dir.exists():
         import shutil
@@ -188,10 +203,11 @@ def _train(cfg: LearningBench, seed: int, demos: Path, intervention: str) -> dic
         shutil.rmtree(run_dir)
     encoder = EncoderConfig(name=cfg.encoder, image_hw=(128, 128), frozen=True, pool=cfg.pool,
                             pretrained=cfg.encoder == "mobilenet_v2")
-    cmd = TrainCommand(task=cfg.task, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps, eval_every=cfg.eval_every,
-                       eval_episodes=cfg.eval_episodes, intervention=intervention, seed=seed, run=name,
-                       runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier, agent=cfg.agent,
-                       demo_successes=cfg.demo_successes, pretrain_updates=cfg.pretrain_updates, utd=cfg.utd)
+    cmd = TrainCommand(task=cfg.task, arm=cfg.arm, obs=cfg.obs, demos=str(demos), env_steps=cfg.steps,
+                       eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, intervention=intervention,
+                       seed=seed, run=name, runs_dir=cfg.runs_dir, encoder=encoder, classifier=cfg.classifier,
+                       agent=cfg.agent, demo_successes=cfg.demo_successes, pretrain_updates=cfg.pretrain_updates,
+                       utd=cfg.utd)
     t0 = time.monotonic()
     run_train(cmd)
     return _summary(cfg, seed, intervention, run_dir, round((time.monotonic() - t0) / 60, 1))
@@ -202,14 +218,16 @@ def run(cfg: LearningBench) -> dict:
 
     from robot_rl.learning.plot import plot_success
 
-    demos = None if cfg.report_only else ensure_demos(cfg.task, cfg.demos, images=cfg.obs == "pixels")
+    demos = None if cfg.report_only else ensure_demos(cfg.task, cfg.demos, images=cfg.obs == "pixels", arm=cfg.arm)
     variants = ["none", "scripted"] if cfg.compare_interventions else [cfg.intervention]
     results = [r for v in variants for seed in range(cfg.seeds) if (r := _train(cfg, seed, demos, v)) is not None]
     if not results:
         raise ConfigError(f"no finished runs of {cfg.steps} env steps in {cfg.runs_dir} "
-                          f"(looked for {cfg.task}_{cfg.obs}_<intervention>_seed<i>): drop --report-only to train them")
-    out: dict = {"bench": "learning", "task": cfg.task, "obs": cfg.obs, "demos": cfg.demos, "seeds": cfg.seeds,
-                 "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target, "utd": cfg.utd,
+                          f"(looked for {_arm_tag(cfg.task, cfg.arm)}_{cfg.obs}_<intervention>_seed<i>): "
+                          "drop --report-only to train them")
+    out: dict = {"bench": "learning", "task": cfg.task, "arm": cfg.arm, "obs": cfg.obs, "demos": cfg.demos,
+                 "seeds": cfg.seeds, "steps": cfg.steps, "eval_episodes": cfg.eval_episodes, "target": cfg.target,
+                 "utd": cfg.utd,
                  "agent": {"n_critics": cfg.agent.n_critics, "critic_subsample": cfg.agent.critic_subsample,
                            "critic_updates_per_actor_update": cfg.agent.critic_updates_per_actor_update}}
     for v in variants:
@@ -224,7 +242,7 @@ def run(cfg: LearningBench) -> dict:
         out[f"{key}intervention_steps"] = [r["intervention_steps"] for r in rs]
         if cfg.classifier:  # training episodes the classifier paid for and the twin calls failures
             out[f"{key}classifier_false_success_rate"] = [r["false_success_rate"] for r in rs]
-    png = Path(cfg.runs_dir) / f"{cfg.task}_{cfg.obs}_success.png"
+    png = Path(cfg.runs_dir) / f"{_arm_tag(cfg.task, cfg.arm)}_{cfg.obs}_success.png"
     # Evaluations run at the episode end past each multiple of eval_every, a few steps apart
     # across seeds: count each at its multiple (interpolating drops seeds evaluated only once).
     plot_success([Path(r["run_dir"]) for r in results], png, align="snap",

@@ -30,7 +30,7 @@ from robot_rl.control.commands import (
     SceneHooks,
     TargetCommand,
 )
-from robot_rl.control.impedance import GainTargets, ImpedanceGains, LawLimits, LawState
+from robot_rl.control.impedance import GainTargets, ImpedanceGains, JointGains, LawLimits, LawState
 from robot_rl.control.safety import widened_limit
 from robot_rl.control.snapshot import (
     Fault,
@@ -64,6 +64,18 @@ def _law_for_arm(law: LawLimits, spec: ArmSpec) -> LawLimits:
     return replace(law, torque_limit_nm=tuple(spec.torque_limit_nm), tick_s=spec.period_s, filter_alpha=alpha)
 
 
+def _joint_gains_for_arm(gains: JointGains, spec: ArmSpec) -> JointGains:
+    """The configured joint-reset gains when they have one entry per joint (the default is the
+    Panda's 7); for another arm, the stiffest joint keeps the configured maximum and the others
+    scale with their torque limit, so a weak wrist joint gets a soft spring (UR5e: 600 N·m/rad
+    on the 150 N·m joints, 112 on the 28 N·m wrists)."""
+    k = gains.stiffness_nm_per_rad
+    if len(k) == spec.n_joints:
+        return gains
+    top = max(spec.torque_limit_nm)
+    return JointGains(tuple(max(k) * t / top for t in spec.torque_limit_nm))
+
+
 class ControlStepFailed(RuntimeError):
     """The control step and its damping fallback both failed: the loop must stop."""
 
@@ -81,7 +93,8 @@ class ControlCore:
                  buffer: SnapshotBuffer | None = None) -> None:
         self.backend = backend
         self.spec = backend.spec
-        self.config = replace(config, law=_law_for_arm(config.law, self.spec))
+        self.config = replace(config, law=_law_for_arm(config.law, self.spec),
+                              joint_gains=_joint_gains_for_arm(config.joint_gains, self.spec))
         self.scene = scene
         self.layout = SnapshotLayout(
             n_joints=self.spec.n_joints,

@@ -123,6 +123,12 @@ class EpisodeWriter:
             if meta.get("format") != FORMAT or meta.get("task") != task.name:
                 raise ConfigError(f"{self.dir} holds episodes of task {meta.get('task')!r} "
                                   f"(format {meta.get('format')!r}); record {task.name!r} into another folder")
+            # Folders from before the twin had a choice of arms were all recorded on the Panda.
+            had = ((meta.get("task_spec") or {}).get("twin") or {}).get("arm", "panda")
+            arm = task.twin.arm if task.twin is not None else None
+            if arm is not None and had != arm:
+                raise ConfigError(f"{self.dir} holds episodes recorded on the {had} twin arm; record the "
+                                  f"{arm} arm's into another folder")
         else:
             write_bytes_atomic(meta_path, json.dumps({"format": FORMAT, "version": VERSION, "task": task.name,
                                                  "task_spec": to_dict(task), "created_unix_s": time.time()},

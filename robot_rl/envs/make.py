@@ -36,6 +36,8 @@ class EnvConfig:
     """Any gymnasium env id with Box/Dict observations and Box actions."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the env (e.g. {"server": "tcp://10.0.0.2:5555"})."""
+    arm: str | None = None
+    """Arm of the task's embedded twin ("panda", "ur5e"; `RobotEnv(arm=)`); None: the task's `twin.arm`."""
     obs: Literal["state", "pixels"] = "state"
     privileged: bool = True
     """State runs on a twin task also observe the twin's object state."""
@@ -73,6 +75,8 @@ def make_env(cfg: EnvConfig, *, base: BaseCheckpoint | None = None, render_image
             # The classifier alone decides success: the twin's ground truth must not end episodes.
             kwargs["task"] = replace(load_task(cfg.task), reward=RewardSpec(type="none"))
         kwargs.setdefault("image_obs", images)
+        if cfg.arm is not None:
+            kwargs.setdefault("arm", cfg.arm)
         kwargs.setdefault("privileged_obs", cfg.privileged and cfg.obs == "state")
         env_id = TASK_ENV_IDS.get(cfg.task)
         if env_id is None:  # any task spec in tasks/ (or a YAML path): build the env directly

@@ -1,6 +1,7 @@
 """Gymnasium env over the robot bridge: the same env drives the twin and a physical arm.
 
     env = gymnasium.make("robot_rl/PickCube-v0")                          # embedded twin server
+    env = gymnasium.make("robot_rl/PickCube-v0", arm="ur5e")              # ... with the UR5e twin arm
     env = gymnasium.make("robot_rl/PickCube-v0", server="tcp://10.0.0.2:5555", keys_dir="keys")
     env = gymnasium.make("robot_rl/PickCube-v0", in_process=True)         # no sockets (vectorized sim)
 
@@ -32,7 +33,7 @@ from gymnasium import spaces
 
 from robot_rl.bridge import protocol as P
 from robot_rl.errors import BridgeRemoteError, ConfigError
-from robot_rl.task_spec import TaskSpec, load_task
+from robot_rl.task_spec import TaskSpec, load_task, with_twin_arm
 
 SAFETY_TRACKERS = ("success", "peak_contact_force_n", "tcp_min_m", "tcp_max_m")
 """Privileged vectors that are bookkeeping, never observations."""
@@ -60,15 +61,20 @@ class RobotEnv(gym.Env):
         image_obs: include camera images (False: state only, and no rendering cost).
         privileged_obs: include the twin's object state in the observation.
         render_mode: "rgb_array" returns the cameras side by side.
+        arm: arm model of the embedded or in-process twin ("panda", "ur5e"); replaces the task's
+            `twin.arm` (in `self.task` too). Not with `server`: a robot server serves its own arm.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, task: str | TaskSpec = "pick_cube", *, server: str | None = None, keys_dir: str | None = None,
                  in_process: bool = False, image_obs: bool = True, privileged_obs: bool = False,
-                 render_mode: str | None = None, client_name: str = "robot_rl-env") -> None:
+                 render_mode: str | None = None, client_name: str = "robot_rl-env", arm: str | None = None) -> None:
         super().__init__()
-        self.task = task if isinstance(task, TaskSpec) else load_task(task)
+        if arm is not None and server is not None:
+            raise ConfigError(f"arm={arm!r} chooses the arm of an embedded twin; the server at {server} serves "
+                              "its own (start it with `robot-rl serve --arm ...`)")
+        self.task = with_twin_arm(task if isinstance(task, TaskSpec) else load_task(task), arm)
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if in_process and server is not None:

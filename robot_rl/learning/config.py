@@ -16,6 +16,7 @@ from robot_rl.agents.obs_layout import ObsLayout
 from robot_rl.agents.sac import SACAgent, SACConfig
 from robot_rl.envs.make import EnvConfig, layout_of
 from robot_rl.errors import ConfigError
+from robot_rl.task_spec import TwinArmName
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class TrainConfig:
 
     task: str | None = "pick_cube"
     """robot_rl task (tasks/<name>.yaml); ignored when `env` is given."""
+    arm: TwinArmName | None = None
+    """Arm of the task's embedded twin; None: the task's `twin.arm` (the Panda in tasks/)."""
     env: str | None = None
     """Any gymnasium env id with Box/Dict observations and Box actions (e.g. Pendulum-v1)."""
     env_kwargs: str = "{}"
@@ -103,6 +106,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task is None and self.env is None:
             raise ConfigError("give a task (--task pick_cube) or a gymnasium env id (--env Pendulum-v1)")
+        if self.arm is not None and self.env is not None:
+            raise ConfigError(f"--arm {self.arm} chooses the twin arm of a robot_rl task; --env {self.env} is "
+                              "another gymnasium env (pass its own options in --env-kwargs)")
         try:
             kwargs = json.loads(self.env_kwargs)
         except json.JSONDecodeError as exc:
@@ -151,8 +157,9 @@ class TrainConfig:
 
     def env_config(self) -> EnvConfig:
         """The env stack this run acts in (`envs.make.make_env` builds it)."""
-        return EnvConfig(task=self.task, env=self.env, env_kwargs=self.kwargs(), obs=self.obs, privileged=self.privileged,
-                         classifier=self.classifier, classifier_consecutive=self.classifier_consecutive, base=self.base,
+        return EnvConfig(task=self.task, env=self.env, env_kwargs=self.kwargs(), arm=self.arm, obs=self.obs,
+                         privileged=self.privileged, classifier=self.classifier,
+                         classifier_consecutive=self.classifier_consecutive, base=self.base,
                          residual_scale=self.agent.residual_scale,
                          residual_gripper_scale=self.agent.residual_gripper_scale,
                          residual_enable_episodes=self.residual_enable_episodes, seed=self.seed)

@@ -20,7 +20,7 @@ from rich.progress import (
 from robot_rl.data.episodes import EpisodeBuffer, EpisodeWriter
 from robot_rl.envs.robot_env import RobotEnv
 from robot_rl.errors import ConfigError
-from robot_rl.task_spec import load_task
+from robot_rl.task_spec import TwinArmName, load_task
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class RecordConfig:
     episodes: int = 10
     server: str | None = None
     """Robot server address; default: an embedded twin."""
+    arm: TwinArmName | None = None
+    """Arm of the embedded twin (not with --server); default: the task's `twin.arm`. Saved with
+    the task spec in the folder's meta.json."""
     keys_dir: str | None = None
     images: bool = True
     """Record camera images (False: state only, much smaller files)."""
@@ -75,9 +78,14 @@ def run(cfg: RecordConfig, *, console: Console | None = None) -> dict:
     """Record `cfg.episodes` kept episodes; returns a summary dict."""
     console = console or Console(stderr=True)
     task = load_task(cfg.task)
-    env = RobotEnv(task, server=cfg.server, keys_dir=cfg.keys_dir, image_obs=cfg.images,
+    env = RobotEnv(task, server=cfg.server, keys_dir=cfg.keys_dir, image_obs=cfg.images, arm=cfg.arm,
                    privileged_obs=cfg.server is None and task.twin is not None, client_name="robot-rl record")
-    writer = EpisodeWriter(cfg.out, task)
+    task = env.task  # with the chosen twin arm, as meta.json records it
+    try:
+        writer = EpisodeWriter(cfg.out, task)
+    except BaseException:
+        env.close()  # the embedded twin's server and shared memory
+        raise
     human = cfg.teleop != "scripted"
     expert = None
     teleop = None

@@ -3,7 +3,9 @@
 Each tick the control loop calls `read()` (which runs `mj_step1`: kinematics, inertia and bias
 forces of the current state) and then `write_torque()` (which sets the motors and runs
 `mj_step2`: one 1 ms integration step). The arm's own weight is compensated by MuJoCo
-(`gravcomp`), like Franka's firmware does, so `gravity_nm` is zero and the law adds coriolis only.
+(`gravcomp`), like Franka's firmware does (and, we assume, UR's direct-torque mode), so
+`gravity_nm` is zero and the law adds coriolis only. The arm model (Panda, UR5e) comes from
+`arm_models.py`; its joints are joint1..jointN.
 
 External wrench: the sum of contact forces that non-robot geoms exert on the hand subtree (hand,
 fingers, mounted tool), expressed at the TCP in the base frame: what a wrist F/T sensor minus its
@@ -18,18 +20,9 @@ import mujoco
 import numpy as np
 
 from robot_rl.control import rotations
-from robot_rl.drivers.arm import ArmCommand, ArmReading, ArmSpec
+from robot_rl.drivers.arm import ArmCommand, ArmReading
+from robot_rl.twin import arm_models
 from robot_rl.twin import scene as sc
-
-PANDA_SPEC = dict(
-    n_joints=7,
-    q_min_rad=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
-    q_max_rad=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
-    dq_max_rad_per_s=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61),
-    torque_limit_nm=(87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0),
-    q_home_rad=(0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398),
-    gripper_max_width_m=0.08,
-)
 
 
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
@@ -39,27 +32,32 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
 
 
 GRIPPER_SPEED_M_PER_S = 0.1
-"""Closing/opening speed of the opening between the fingers (the Franka hand moves up to 0.1 m/s)."""
+"""Closing/opening speed of the opening between the fingers (the Franka hand moves up to 0.1 m/s,
+the Robotiq 2F-85 0.02-0.15 m/s)."""
 
 
 class TwinArm:
     """`ArmBackend` over a MuJoCo model. Owned by the control thread; not thread-safe.
 
     Args:
-        model, data: the physics model and its data (shared with the scene hooks).
+        model, data: the physics model and its data (shared with the scene hooks), built with
+            this arm (`scene.SceneSource.arm`).
         clock: "sim" stamps readings with simulated time (stepped runs: the watchdog then counts
             simulated time), "wall" with `time.monotonic_ns()` (real-time runs, like a robot).
+        arm: the arm model's name in `arm_models.ARM_MODELS` (its limits, home posture, joints).
     """
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, *, clock: str = "sim") -> None:
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, *, clock: str = "sim",
+                 arm: str = arm_models.DEFAULT_ARM) -> None:
         if clock not in ("sim", "wall"):
             raise ValueError(f"clock must be 'sim' or 'wall', got {clock!r}")
         self.model, self.data, self.clock = model, data, clock
-        self.spec = ArmSpec(name="twin", **PANDA_SPEC)
-        jid = [model.joint(n).id for n in sc.ARM_JOINTS]
+        self.spec = arm_models.arm_model(arm).arm_spec()
+        n = self.spec.n_joints
+        jid = [model.joint(name).id for name in sc.arm_joint_names(n)]
         self._qadr = np.array([model.jnt_qposadr[j] for j in jid])
         self._dadr = np.array([model.jnt_dofadr[j] for j in jid])
-        self._act = np.array([model.actuator(n).id for n in sc.ARM_ACTUATORS])
+        self._act = np.array([model.actuator(name).id for name in sc.arm_actuator_names(n)])
         self._grip_act = model.actuator(sc.GRIPPER_ACTUATOR).id
         self._finger_qadr = np.array([model.jnt_qposadr[model.joint(n).id] for n in sc.FINGER_JOINTS])
         self._tcp = model.site(sc.TCP_SITE).id
@@ -70,9 +68,9 @@ class TwinArm:
         self._jac6 = np.zeros((6, model.nv))
         self._quat = np.zeros(4)
         self._wrench = np.zeros(6)
-        self._zeros = np.zeros(7)
+        self._zeros = np.zeros(n)
         self._zeros.flags.writeable = False
-        # Index with slices when the arm's dofs are contiguous (they are in panda_twin): much cheaper.
+        # Index with slices when the arm's dofs are contiguous (they are in the sim/ arms): much cheaper.
         self._dofs = _as_slice(self._dadr)
         self._qpos = _as_slice(self._qadr)
         self._mass_idx = ((self._dofs, self._dofs) if isinstance(self._dofs, slice)

@@ -18,7 +18,7 @@ from robot_rl.data.episodes import (
     iter_episodes,
 )
 from robot_rl.errors import ConfigError
-from robot_rl.task_spec import load_task
+from robot_rl.task_spec import load_task, with_twin_arm
 
 
 def obs(t: int) -> dict:
@@ -68,6 +68,14 @@ def test_refuses_to_mix_tasks(tmp_path):
         EpisodeWriter(tmp_path, load_task("peg_insertion"))
     with pytest.raises(ConfigError, match="no meta.json"):
         episode_paths(tmp_path / "nowhere")
+
+
+def test_refuses_to_mix_twin_arms(tmp_path):
+    pick = load_task("pick_cube")
+    EpisodeWriter(tmp_path, pick)
+    with pytest.raises(ConfigError, match="recorded on the panda twin arm; record the ur5e arm's into another folder"):
+        EpisodeWriter(tmp_path, with_twin_arm(pick, "ur5e"))
+    EpisodeWriter(tmp_path, pick)  # the same arm appends
 
 
 def test_kill_during_recording_loses_at_most_the_current_episode(tmp_path):

@@ -101,6 +101,21 @@ def test_wrong_server_task_and_flags_are_clear_errors():
         RobotEnv("pick_banana")
 
 
+def test_env_config_arm_builds_the_twin_with_that_arm():
+    from robot_rl.envs.make import EnvConfig, make_env
+    from robot_rl.learning.config import TrainConfig
+
+    cfg = TrainConfig(task="pick_cube", arm="ur5e").env_config()
+    env = make_env(dataclasses.replace(cfg, env_kwargs={"in_process": True}))
+    try:
+        assert env.unwrapped.task.twin.arm == "ur5e" and env.unwrapped.link.welcome.n_joints == 6
+    finally:
+        env.close()
+    assert EnvConfig(task="pick_cube").arm is None  # default: the task's own arm
+    with pytest.raises(ConfigError, match="--arm ur5e chooses the twin arm of a robot_rl task"):
+        TrainConfig(task=None, env="Pendulum-v1", arm="ur5e")
+
+
 def test_reflex_truncates_and_reset_clears_it():
     env = RobotEnv("pick_cube", image_obs=False, in_process=True)
     env.reset(seed=0)

@@ -38,9 +38,9 @@ def test_home_pose_matches_panda_forward_kinematics(pick):
 
 def test_joint_and_torque_limits_are_frankas(pick):
     model = sc.build_model(scene_source(pick))
-    ranges = np.array([model.joint(n).range for n in sc.ARM_JOINTS])
+    ranges = np.array([model.joint(n).range for n in sc.arm_joint_names(7)])
     np.testing.assert_allclose(ranges[:, 1], [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
-    ctrl = np.array([model.actuator(n).ctrlrange[1] for n in sc.ARM_ACTUATORS])
+    ctrl = np.array([model.actuator(n).ctrlrange[1] for n in sc.arm_actuator_names(7)])
     np.testing.assert_allclose(ctrl, [87, 87, 87, 87, 12, 12, 12])
 
 
