@@ -36,9 +36,9 @@ def test_serve_refuses_wide_bind_without_keys():
     assert "requires CurveZMQ keys" in out.stderr and "robot-rl keys" in out.stderr
 
 
-def test_serve_unimplemented_backend_is_a_clear_error():
+def test_serve_a_physical_arm_without_its_address_is_a_clear_error():
     out = robot_rl("serve", "--backend", "franka", "--bind", "tcp://127.0.0.1:5598")
-    assert out.returncode == 2 and "not implemented yet" in out.stderr
+    assert out.returncode == 2 and "--robot-ip" in out.stderr and "franka-double" in out.stderr
 
 
 def test_keys_writes_the_key_pairs(tmp_path):
