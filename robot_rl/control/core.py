@@ -334,6 +334,9 @@ class ControlCore:
                 self._fault_value = 0.0
                 self._mode = Mode.HOLD
                 self._hold_at(reading)
+                # This tick's reading predates the recovery and may still carry the arm's fault
+                # (UR protective stop): read again, so the fault check sees the arm as it is now.
+                return True
         elif isinstance(cmd, ParamsCommand):
             box, limits = cmd.box or self.config.box, cmd.limits or self.config.limits
             if widened_limit(self._outer_box, self._outer_limits, box, limits) is not None:

@@ -28,6 +28,7 @@ from robot_rl.control.runtime import (
     wait_first_snapshot,
 )
 from robot_rl.control.snapshot import SharedSnapshot, Snapshot, attach_snapshot
+from robot_rl.errors import RobotRLError
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,25 @@ _RESET_STATS = "reset_stats"
 _STOP = "stop"
 
 
+class _BuildFailed:
+    """The control process could not build its backend; the parent raises `error` (typed, with its
+    fix: no arm at that address, FCI off) instead of reporting a process that exited."""
+
+    def __init__(self, error: RobotRLError) -> None:
+        self.error = error
+
+
 def _child_main(factory: BackendFactory, config: CoreConfig, shm_name: str, conn, rt_priority: int | None,
                 resume_sim_state: np.ndarray | None = None) -> None:
     """Entry point of the control process: build the backend here, then tick until told to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s control[%(process)d] %(levelname)s %(message)s")
     if rt_priority is not None:
         set_fifo(rt_priority)
-    backend, scene = factory.build(realtime=True, resume_sim_state=resume_sim_state)
+    try:
+        backend, scene = factory.build(realtime=True, resume_sim_state=resume_sim_state)
+    except RobotRLError as exc:
+        conn.send(_BuildFailed(exc))
+        return
     buffer, shm = attach_snapshot(shm_name, factory.layout())  # the parent created it and unlinks it
     core = ControlCore(backend, config, scene=scene, buffer=buffer)
     recorder = TickRecorder(period_ns=period_ns_of(backend.spec))
@@ -99,7 +112,15 @@ class ProcessRuntime:
         self.layout = factory.layout()
         self.shared = SharedSnapshot(self.layout)
         self._buffer = self.shared.buffer
-        self._start(None)
+        try:
+            self._start(None)
+        except BaseException as exc:
+            if isinstance(exc, RobotRLError):
+                # Its message says it all, and its traceback's frames hold views of the segment.
+                exc.__traceback__ = None
+            del self._buffer
+            self.shared.close()
+            raise
 
     def _start(self, resume_sim_state: np.ndarray | None) -> None:
         ctx = mp.get_context("spawn")
@@ -111,7 +132,22 @@ class ProcessRuntime:
         child_conn.close()  # the child holds its end: EOF here when it dies
         log.info("control loop runs in process %d", self._proc.pid)
         self._pending: list[object] = []
-        wait_first_snapshot(self._buffer, self.check_alive, self._start_timeout_s)
+        wait_first_snapshot(self._buffer, self._check_started, self._start_timeout_s)
+
+    def _check_started(self) -> None:
+        """`check_alive`, but a backend the child could not build raises the child's own error."""
+        msg = None
+        try:
+            if self._conn.poll():
+                msg = self._conn.recv()
+        except (EOFError, OSError):
+            pass  # the child is gone: check_alive says how
+        if isinstance(msg, _BuildFailed):
+            self._proc.join(timeout=2.0)
+            raise msg.error
+        if msg is not None:
+            self._pending.append(msg)
+        self.check_alive()
 
     @property
     def pid(self) -> int | None:

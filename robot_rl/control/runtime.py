@@ -146,6 +146,10 @@ def paced_loop(core: ControlCore, stop: Callable[[], bool], recorder: TickRecord
             while time.monotonic_ns() < deadline:
                 pass
         start = time.monotonic_ns()
+        if paced_by_hardware:
+            # The packet arrives about now (read() returns with it): the next is one period
+            # later, so the slack test above measures from here.
+            deadline = start
         on_tick()
         core.step()
         recorder.add(start, time.monotonic_ns() - start)
@@ -186,7 +190,7 @@ class SteppedRuntime(_InProcessRuntime):
         self.shared = SharedSnapshot(self.layout)
         self.tick_s = factory.arm_spec().period_s
         self._error: str | None = None
-        self._start(None)
+        _start_or_close(self, self.shared)
 
     def _start(self, resume_sim_state: np.ndarray | None) -> None:
         backend, scene = self._factory.build(realtime=False, resume_sim_state=resume_sim_state)
@@ -207,7 +211,9 @@ class SteppedRuntime(_InProcessRuntime):
         self.core.submit(command)
 
     def advance(self, duration_s: float) -> None:
-        n = int(round(duration_s / self.tick_s))
+        # A positive duration runs at least one tick: the server's "apply this now" advance(0.001)
+        # would otherwise round to no tick on a 2 ms arm (UR) and leave the command queued.
+        n = max(1, int(round(duration_s / self.tick_s))) if duration_s > 0 else 0
         for i in range(n):
             self._tick(publish=i == n - 1)
 
@@ -251,7 +257,7 @@ class ThreadRuntime(_InProcessRuntime):
         self.shared = SharedSnapshot(self.layout)
         self._rt_priority = rt_priority
         self._recorder = TickRecorder(period_ns=period_ns_of(factory.arm_spec()))
-        self._start(None)
+        _start_or_close(self, self.shared)
 
     def _start(self, resume_sim_state: np.ndarray | None) -> None:
         backend, scene = self._factory.build(realtime=True, resume_sim_state=resume_sim_state)
@@ -317,6 +323,16 @@ class ThreadRuntime(_InProcessRuntime):
         if not self._thread.is_alive():
             self.core = None
             self.shared.close()
+
+
+def _start_or_close(runtime, shared: SharedSnapshot) -> None:
+    """`runtime._start(None)`; if the backend cannot be built (no arm at that address), release
+    the shared snapshot before the error propagates."""
+    try:
+        runtime._start(None)
+    except BaseException:
+        shared.close()
+        raise
 
 
 def _close_quietly(backend: ArmBackend) -> None:
