@@ -66,6 +66,10 @@ def make_hardening_message(rng: np.random.Generator, seq: int) -> tuple[str, lis
     return "widen!", enc(P.SetParams(seq, **WIDENINGS[int(rng.integers(len(WIDENINGS)))]))
 
 
+BACKENDS = ["twin", "franka-double", "ur-double"]
+"""The twin, and the Franka and UR backends through their vendor-API doubles: every limit holds on each."""
+
+
 def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> tuple[str, list[bytes]]:
     """(category, frames); categories ending in '!' must be refused."""
     enc = lambda msg: [bytes(f) for f in P.encode(msg)]
@@ -133,10 +137,12 @@ def make_message(rng: np.random.Generator, seq: int, pose: np.ndarray, box) -> t
 
 
 @pytest.mark.slow
-def test_ten_thousand_adversarial_messages(serve_process):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ten_thousand_adversarial_messages(serve_process, backend):
     task = load_task("pick_cube")
     box = task.workspace
-    server = serve_process("--task", "pick_cube", "--pace", "realtime", env={"ROBOT_RL_LOG": "INFO"})
+    server = serve_process("--task", "pick_cube", "--pace", "realtime", "--backend", backend,
+                           env={"ROBOT_RL_LOG": "INFO"})
     client = server.client(timeout_s=10.0)
     client.reset(seed=0)
     rng = np.random.default_rng(1234)

@@ -31,9 +31,11 @@ CLIENT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_arm_stops_when_the_client_dies(serve_process):
+@pytest.mark.parametrize("backend", ["twin", "franka-double", "ur-double"])
+def test_arm_stops_when_the_client_dies(serve_process, backend):
+    """On the twin, and on the Franka and UR backends through their vendor-API doubles."""
     watchdog_s = load_task("pick_cube").limits.watchdog_s
-    server = serve_process("--task", "pick_cube", "--pace", "realtime")
+    server = serve_process("--task", "pick_cube", "--pace", "realtime", "--backend", backend)
     monitor = server.client(role="monitor")
     child = subprocess.Popen([sys.executable, "-c", CLIENT, server.address], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
