@@ -7,24 +7,36 @@ monitor (recorder) polling observations with frames at 100 Hz, and the twin came
 process, and in its own process with SCHED_FIFO priority (what a robot PC with a PREEMPT_RT
 kernel runs; skipped when the OS refuses it). The figures decide where the real-time loop runs
 (`robot-rl serve --loop process` is the default).
+
+`--backend franka-double` (or another vendor-API double) measures an arm backend instead: its
+Python work per tick (`tick_compute_*`: backend read + law + write + snapshot, the double's
+simulated hardware subtracted; the goal is p99.9 ≤ 500 µs of the 1 ms packet) in simulated time,
+and the period jitter of its hardware-paced real-time loop in its own process under the same load.
+A double exposes `physics_ns` on the scene hooks it builds: the cumulative wall time [ns] of its
+physics and of the ground truth the hooks write (neither exists on a physical arm). The double's
+packing of its state into the vendor's types stays in, standing in for the vendor library's own
+per-tick work (its model and conversions), so the figure errs high.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.serve import ServeConfig, start_server
-from robot_rl.control.commands import ResetCommand, TargetCommand
-from robot_rl.control.runtime import SteppedRuntime
+from robot_rl.arms.registry import BackendChoice, make_factory
+from robot_rl.control.commands import ResetCommand, TargetCommand, core_config
+from robot_rl.control.core import ControlCore
+from robot_rl.control.runtime import SteppedRuntime, set_fifo
 from robot_rl.task_spec import load_task
-from robot_rl.control.commands import core_config
 from robot_rl.twin.backend import TwinBackend
 
 
@@ -39,6 +51,9 @@ class ControllerBench:
     """Wall time per real-time runtime for the jitter measurement."""
     load: bool = True
     """Load the server with clients and camera rendering while measuring jitter."""
+    backend: Literal["twin", "franka-double", "ur-double"] = "twin"
+    """twin: the sections above. A vendor-API double: the backend's per-tick Python work and its
+    hardware-paced loop's jitter (see the module docstring)."""
     json: bool = False
 
 
@@ -116,10 +131,10 @@ def _load(address: str, cameras: tuple[str, ...], stop: threading.Event, counts:
 
 
 def jitter(task_name: str, loop: str, seconds: float, *, load: bool, rt_priority: int | None = None,
-           label: str | None = None) -> dict:
+           label: str | None = None, backend: str = "twin") -> dict:
     task = load_task(task_name)
-    stack = start_server(ServeConfig(task=task_name, bind="tcp://127.0.0.1:0", pub_bind="", pace="realtime", loop=loop,
-                                     rt_priority=rt_priority), task=task)
+    stack = start_server(ServeConfig(backend=backend, task=task_name, bind="tcp://127.0.0.1:0", pub_bind="",
+                                     pace="realtime", loop=loop, rt_priority=rt_priority), task=task)
     loop = label or loop
     stop = threading.Event()
     counts = {"steps": 0, "observes": 0}
@@ -131,6 +146,7 @@ def jitter(task_name: str, loop: str, seconds: float, *, load: bool, rt_priority
         stack.service.runtime.reset_stats()
         time.sleep(seconds)
         stats = stack.service.runtime.stats()
+        final_mode = stack.service.runtime.snapshot().mode.name
     finally:
         stop.set()
         for t in threads:
@@ -141,7 +157,8 @@ def jitter(task_name: str, loop: str, seconds: float, *, load: bool, rt_priority
             f"{loop}_period_jitter_max_us": round(stats.period_jitter_max_us, 1),
             f"{loop}_overruns": stats.overruns, f"{loop}_ticks": stats.n_ticks,
             f"{loop}_compute_p99_us": round(stats.compute_p99_us, 1),
-            f"{loop}_load_steps": counts["steps"], f"{loop}_load_observes": counts["observes"]}
+            f"{loop}_load_steps": counts["steps"], f"{loop}_load_observes": counts["observes"],
+            f"{loop}_final_mode": final_mode}
 
 
 def _fifo_allowed() -> bool:
@@ -155,7 +172,100 @@ def _fifo_allowed() -> bool:
         return False
 
 
+def tick_compute(task_name: str, backend: str, sim_seconds: float) -> dict:
+    """Wall time of `ControlCore.step` minus the double's physics, per tick [µs], in simulated time.
+
+    After a reset through the controller, the arm tracks a 4 cm circle at 0.5 Hz (a new target
+    every 100 ms) while the gripper closes and opens every 2 s (the hand's worker thread runs
+    beside the loop). The measuring thread runs as the control process does: SCHED_FIFO where the
+    OS allows it (else other processes' time slices land in the figures), garbage collection frozen,
+    automatic collection off, young generations collected between timed ticks.
+    """
+    task = load_task(task_name)
+    # FIFO before the build: the backend's threads (the hand's worker) inherit it, as in the control
+    # process; a normal-priority thread holding the GIL would stall a FIFO loop (priority inversion).
+    fifo = _fifo_allowed() and set_fifo(80)
+    arm, scene = make_factory(BackendChoice(backend), task).build(realtime=False)
+    core = ControlCore(arm, core_config(task), scene=scene)
+    center = np.array(task.reset.pose)
+    try:
+        core.submit(ResetCommand(1, center))
+        for _ in range(20_000):
+            core.step(publish=False)
+            if core.events():
+                break
+        n = int(sim_seconds / arm.spec.period_s)
+        work = np.zeros(n, dtype=np.int64)
+        physics = np.zeros(n, dtype=np.int64)
+        cpu = np.zeros(n, dtype=np.int64)
+        ticks_per_target = int(round(0.1 / arm.spec.period_s))
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        for k in range(n):
+            if k % ticks_per_target == 0:
+                target = center.copy()
+                phase = 2 * math.pi * 0.5 * k * arm.spec.period_s
+                target[0] += 0.04 * math.cos(phase)
+                target[1] += 0.04 * math.sin(phase)
+                closed = int(k * arm.spec.period_s / 2.0) % 2 == 1
+                core.submit(TargetCommand(k + 1, target, 0.0 if closed else arm.spec.gripper_max_width_m))
+            if k % 500 == 499:
+                gc.collect(1)
+            if k % 100 == 99:
+                # A real loop idles in readOnce most of each period; without idling, a CPU-bound
+                # FIFO thread is throttled by the kernel (sched_rt_runtime_us: ~50 ms stops a second).
+                time.sleep(0.003)
+            p0, pc0 = scene.physics_ns, getattr(scene, "physics_cpu_ns", 0)
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            core.step()
+            work[k] = time.perf_counter_ns() - t0
+            cpu[k] = time.thread_time_ns() - c0 - (getattr(scene, "physics_cpu_ns", 0) - pc0)
+            physics[k] = scene.physics_ns - p0
+        mode = core.buffer.read().mode.name
+    finally:
+        if fifo:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        gc.enable()
+        gc.unfreeze()
+        arm.close()
+    python_us = (work - physics) / 1e3
+    pct = lambda a, q: round(float(np.percentile(a, q)), 1)
+    out = {}
+    if hasattr(scene, "physics_cpu_ns"):
+        # The same work in CPU time: what is left when this VM's other processes and stolen time
+        # are taken out (wall-time percentiles on a shared 2-core machine mostly measure those).
+        cpu_us = cpu / 1e3
+        out = {"tick_cpu_p50_us": pct(cpu_us, 50), "tick_cpu_p99_us": pct(cpu_us, 99),
+               "tick_cpu_p999_us": pct(cpu_us, 99.9)}
+    return {**out, "tick_compute_p50_us": pct(python_us, 50), "tick_compute_p99_us": pct(python_us, 99),
+            "tick_compute_p999_us": pct(python_us, 99.9), "tick_compute_max_us": pct(python_us, 100),
+            "tick_physics_p50_us": pct(physics / 1e3, 50), "tick_compute_ticks": n, "tick_final_mode": mode,
+            "tick_compute_sched": "fifo" if fifo else "normal"}
+
+
+def run_backend(cfg: ControllerBench) -> dict:
+    """An arm backend through its vendor-API double: per-tick Python work, and its loop's jitter."""
+    out: dict = {"bench": "controller", "backend": cfg.backend,
+                 "load_average_1min": round(os.getloadavg()[0], 2)}
+    out.update(tick_compute(cfg.task, cfg.backend, cfg.sim_seconds))
+    out.update(jitter(cfg.task, "process", cfg.realtime_seconds, load=cfg.load, backend=cfg.backend))
+    default = "process"
+    if _fifo_allowed():
+        out.update(jitter(cfg.task, "process", cfg.realtime_seconds, load=cfg.load, rt_priority=80,
+                          label="process_fifo", backend=cfg.backend))
+        default = "process_fifo"
+    for key in ("p50", "p99", "max"):
+        out[f"period_jitter_{key}_us"] = out[f"{default}_period_jitter_{key}_us"]
+    out["default_loop"] = default
+    out["setup"] = {"cpus": os.cpu_count(), "load": cfg.load, "sim_seconds": cfg.sim_seconds,
+                    "realtime_seconds": cfg.realtime_seconds}
+    return out
+
+
 def run(cfg: ControllerBench) -> dict:
+    if cfg.backend != "twin":
+        return run_backend(cfg)
     out: dict = {"bench": "controller"}
     out.update(sim_speed(cfg.task, cfg.sim_seconds))
     out.update(jitter(cfg.task, "thread", cfg.realtime_seconds, load=cfg.load, rt_priority=None))

@@ -23,6 +23,8 @@ class ExpertBench:
     physics through its vendor-API double."""
     arm: Literal["panda", "ur5e"] | None = None
     """Twin arm model (twin backend); default: the task's `twin.arm`."""
+    ur_mode: Literal["torque", "servo"] = "torque"
+    """ur-double only: `directTorque` running the impedance law, or admittance over `servoL`."""
     reset_motion: Literal["auto", "motion", "teleport"] = "auto"
     """Resets: "auto" teleports on the twin and drives through the controller on the doubles."""
     episodes: int = 50
@@ -34,8 +36,8 @@ class ExpertBench:
 
 def run(cfg: ExpertBench) -> dict:
     motion = cfg.reset_motion if cfg.reset_motion != "auto" else ("teleport" if cfg.backend == "twin" else "motion")
-    stack = start_server(ServeConfig(backend=cfg.backend, arm=cfg.arm, task=cfg.task, bind="tcp://127.0.0.1:0",
-                                     pub_bind="", reset_motion=motion))
+    stack = start_server(ServeConfig(backend=cfg.backend, arm=cfg.arm, ur_mode=cfg.ur_mode, task=cfg.task,
+                                     bind="tcp://127.0.0.1:0", pub_bind="", reset_motion=motion))
     try:
         env = RobotEnv(stack.task, server=stack.address, image_obs=cfg.images, client_name="bench-expert")
     except BaseException:
@@ -62,6 +64,7 @@ def run(cfg: ExpertBench) -> dict:
         stack.close()
     wall = time.perf_counter() - t0
     return {"bench": "expert", "task": cfg.task, "backend": cfg.backend, "arm": stack.service.arm.name,
+            **({"ur_mode": cfg.ur_mode} if cfg.backend in ("ur", "ur-double") else {}),
             "reset_motion": motion, "episodes": cfg.episodes,
             "success_rate": round(float(np.mean(successes)), 3),
             "mean_steps": round(float(np.mean(lengths)), 1), "reflex_episodes": reflexes,
