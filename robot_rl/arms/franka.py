@@ -371,7 +371,7 @@ class FrankaBackend:
         return backend
 
     def build(self, *, realtime: bool, resume_sim_state: np.ndarray | None = None):
-        thresholds = collision_thresholds(self.task.limits.max_contact_force_n, PANDA.torque_limit_nm)
+        thresholds = collision_thresholds(self.task.limits.max_contact_force_n, PANDA.spec.torque_limit_nm)
         if not self.double:
             arm = FrankaArm(import_pylibfranka(), self.robot_ip, spec=self.arm_spec(), thresholds=thresholds,
                             hand="process" if self.hand else "none", probe=probe_fci,
@@ -387,12 +387,12 @@ class FrankaBackend:
     def arm_spec(self) -> ArmSpec:
         """Panda limits (the twin's `PANDA`), 1 kHz, paced by libfranka's packets."""
         return replace(PANDA.arm_spec(), name="franka-double" if self.double else "franka",
-                       gripper_max_width_m=PANDA.gripper_max_width_m if self.hand else 0.0,
+                       gripper_max_width_m=PANDA.spec.gripper_max_width_m if self.hand else 0.0,
                        paced_by_hardware=True, period_s=0.001)
 
     def layout(self) -> SnapshotLayout:
         if not self.double:
-            return SnapshotLayout(PANDA.n_joints)
+            return SnapshotLayout(PANDA.spec.n_joints)
         from robot_rl.twin.backend import TwinBackend
 
         return TwinBackend(self.task, arm="panda").layout()  # the double's privileged state and sim_state

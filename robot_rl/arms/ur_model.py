@@ -35,9 +35,9 @@ class URModel:
     """
 
     def __init__(self, arm: str = "ur5e", *, gravity: bool = False) -> None:
-        spec = arm_models.arm_model(arm)
-        self.n_joints = spec.n_joints
-        self.model = mujoco.MjModel.from_xml_path(str(paths.sim_file(spec.mjcf)))
+        arm_model = arm_models.arm_model(arm)
+        self.n_joints = arm_model.spec.n_joints
+        self.model = mujoco.MjModel.from_xml_path(str(paths.sim_file(arm_model.mjcf)))
         self.gravity = gravity
         # Coriolis and centrifugal torques are the bias forces without gravity: this private model
         # has gravity off, and gravity torques come from a second pass with it on and q̇ = 0.
@@ -48,11 +48,11 @@ class URModel:
         self._qadr = np.array([self.model.jnt_qposadr[j] for j in jid])
         self._dadr = np.array([self.model.jnt_dofadr[j] for j in jid])
         if not np.array_equal(self._dadr, np.arange(self.n_joints)):
-            raise ValueError(f"{spec.mjcf}: the arm's joints must be the model's first {self.n_joints} dofs")
+            raise ValueError(f"{arm_model.mjcf}: the arm's joints must be the model's first {self.n_joints} dofs")
         self._tcp = self.model.site(sc.TCP_SITE).id
         # Fingers open: their 60 g barely change the arm's inertia, and the gripper reports its own width.
         for name in sc.FINGER_JOINTS:
-            self.data.qpos[self.model.jnt_qposadr[self.model.joint(name).id]] = spec.gripper_max_width_m / 2
+            self.data.qpos[self.model.jnt_qposadr[self.model.joint(name).id]] = arm_model.spec.gripper_max_width_m / 2
         self._jac = np.zeros((6, self.model.nv))
         self._mass = np.zeros((self.model.nv, self.model.nv))
         self._bias = np.zeros(self.model.nv)

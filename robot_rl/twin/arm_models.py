@@ -24,26 +24,16 @@ class ArmModel:
     """Registry key ("panda", "ur5e"); the twin's `ArmSpec.name` is "twin-<name>"."""
     mjcf: str
     """Arm file in sim/ (joints joint1..jointN, motors tau1..tauN, hand, tcp, fingers, gripper)."""
-    n_joints: int
-    q_min_rad: tuple[float, ...]
-    q_max_rad: tuple[float, ...]
-    dq_max_rad_per_s: tuple[float, ...]
-    torque_limit_nm: tuple[float, ...]
-    """Equal to the MJCF motors' ctrlrange (tests check it)."""
-    q_home_rad: tuple[float, ...]
-    """Start-up posture, joint-reset target, nullspace posture and the IK seed of teleport resets."""
-    gripper_max_width_m: float
+    spec: ArmSpec
+    """Limits and home posture (`torque_limit_nm` equals the MJCF motors' ctrlrange: tests check it;
+    `q_home_rad` is also the IK seed of teleport resets)."""
 
     def arm_spec(self) -> ArmSpec:
-        return ArmSpec(name=f"twin-{self.name}", n_joints=self.n_joints, q_min_rad=self.q_min_rad,
-                       q_max_rad=self.q_max_rad, dq_max_rad_per_s=self.dq_max_rad_per_s,
-                       torque_limit_nm=self.torque_limit_nm, q_home_rad=self.q_home_rad,
-                       gripper_max_width_m=self.gripper_max_width_m)
+        return self.spec
 
 
-PANDA = ArmModel(
-    name="panda",
-    mjcf="panda_twin.xml",
+PANDA = ArmModel("panda", "panda_twin.xml", ArmSpec(
+    name="twin-panda",
     n_joints=7,
     q_min_rad=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
     q_max_rad=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
@@ -51,13 +41,12 @@ PANDA = ArmModel(
     torque_limit_nm=(87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0),
     q_home_rad=(0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398),
     gripper_max_width_m=0.08,
-)
+))
 """Franka's published joint, speed and torque limits and home posture (sim/panda_twin.xml)."""
 
 _TWO_PI = 6.2831853
-UR5E = ArmModel(
-    name="ur5e",
-    mjcf="ur5e_twin.xml",
+UR5E = ArmModel("ur5e", "ur5e_twin.xml", ArmSpec(
+    name="twin-ur5e",
     n_joints=6,
     # ±2π as published; the elbow ±π where the forearm would fold into the upper arm (the twin
     # has no self-collision to stop it; see sim/ur5e_twin.xml).
@@ -71,7 +60,7 @@ UR5E = ArmModel(
     # points away from the workspace (the arm reaches along −x at joint 1 = 0).
     q_home_rad=(2.8717, -1.5708, 1.7969, -1.7969, -1.5708, -1.8407),
     gripper_max_width_m=0.085,  # Robotiq 2F-85 stroke
-)
+))
 """Universal Robots' published UR5e joint, speed and torque limits (sim/ur5e_twin.xml)."""
 
 ARM_MODELS: dict[str, ArmModel] = {"panda": PANDA, "ur5e": UR5E}

@@ -74,7 +74,7 @@ def build_model(source: SceneSource) -> mujoco.MjModel:
 
 
 def _check_names(model: mujoco.MjModel, path: object, arm: arm_models.ArmModel) -> None:
-    n = arm.n_joints
+    n = arm.spec.n_joints
     missing = []
     for kind, names in (("joint", arm_joint_names(n) + FINGER_JOINTS),
                         ("actuator", arm_actuator_names(n) + (GRIPPER_ACTUATOR,)),

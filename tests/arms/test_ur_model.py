@@ -25,14 +25,14 @@ def test_model_matches_the_twins_physics(seed):
     """Pose, jacobian, mass matrix, coriolis and gravity equal what MuJoCo's full forward pass gives
     the UR5e twin at the same state (the double then differs from the model only by contacts)."""
     rng = np.random.default_rng(seed)
-    q = np.asarray(arm_models.UR5E.q_home_rad) + rng.uniform(-0.5, 0.5, 6)
+    q = np.asarray(arm_models.UR5E.spec.q_home_rad) + rng.uniform(-0.5, 0.5, 6)
     dq = rng.uniform(-1.0, 1.0, 6)
     pose, jac, mass, coriolis, gravity = URModel(gravity=True).compute(q, dq)
 
     m = mujoco.MjModel.from_xml_path(str(paths.sim_file(arm_models.UR5E.mjcf)))
     d = mujoco.MjData(m)
     d.qpos[:6], d.qvel[:6] = q, dq
-    d.qpos[6:8] = arm_models.UR5E.gripper_max_width_m / 2
+    d.qpos[6:8] = arm_models.UR5E.spec.gripper_max_width_m / 2
     mujoco.mj_forward(m, d)
     site = m.site("tcp").id
     np.testing.assert_allclose(pose[:3], d.site_xpos[site], atol=ATOL)
@@ -48,7 +48,7 @@ def test_model_matches_the_twins_physics(seed):
 
 
 def test_gravity_is_zero_unless_asked():
-    q = np.asarray(arm_models.UR5E.q_home_rad)
+    q = np.asarray(arm_models.UR5E.spec.q_home_rad)
     assert not URModel().compute(q, np.zeros(6))[4].any()
 
 

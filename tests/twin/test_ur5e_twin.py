@@ -213,8 +213,8 @@ def test_registry_and_task_spec_name_the_same_arms():
     assert tuple(arm_models.ARM_MODELS) == get_args(TwinArmName)
     for name, model in arm_models.ARM_MODELS.items():
         compiled = mujoco.MjModel.from_xml_path(str(paths.sim_file(model.mjcf)))
-        ctrl = [compiled.actuator(n).ctrlrange[1] for n in sc.arm_actuator_names(model.n_joints)]
-        np.testing.assert_allclose(ctrl, model.torque_limit_nm, err_msg=name)
+        ctrl = [compiled.actuator(n).ctrlrange[1] for n in sc.arm_actuator_names(model.spec.n_joints)]
+        np.testing.assert_allclose(ctrl, model.spec.torque_limit_nm, err_msg=name)
 
 
 def test_substituted_arm_compiles_to_the_scene_read_from_disk(pick):
