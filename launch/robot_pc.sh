@@ -7,6 +7,7 @@ set -euo pipefail
 BACKEND="${BACKEND:-twin}"          # franka | ur | twin | franka-double | ur-double (hardware/README.md)
 ROBOT_IP="${ROBOT_IP:-}"            # the arm's address: franka 172.16.0.2 (FCI), ur e.g. 192.168.1.10
 UR_MODE="${UR_MODE:-torque}"        # ur only: torque (directTorque, 500 Hz) | servo (admittance over servoL)
+FRANKA_REALTIME="${FRANKA_REALTIME:-enforce}"  # franka only: enforce (needs PREEMPT_RT) | ignore
 TASK="${TASK:-pick_cube}"           # tasks/<name>.yaml: workspace box, limits, gains, cameras
 CAMERAS="${CAMERAS:-}"              # e.g. hardware/cameras/my_lab.yaml (empty: the twin's cameras)
 KEYS="${KEYS:-keys}"                # robot-rl keys --out keys; copy client keys to the learner
@@ -21,4 +22,5 @@ case "$BACKEND" in
     args+=(--robot-ip "$ROBOT_IP");;
 esac
 case "$BACKEND" in ur|ur-double) args+=(--ur-mode "$UR_MODE");; esac
+case "$BACKEND" in franka|franka-double) args+=(--franka-realtime "$FRANKA_REALTIME");; esac
 exec robot-rl "${args[@]}"

@@ -213,7 +213,8 @@ class FrankaArm:
                                  f"connected to it? Nothing moved.") from exc
         except vendor.RealtimeException as exc:
             raise ConfigError(f"libfranka refuses this PC's real-time setup ({exc}): run on a PREEMPT_RT kernel "
-                              "(hardware/README.md) or build the backend with enforce_realtime=False") from exc
+                              "(hardware/README.md), or pass --franka-realtime ignore to run without one (expect "
+                              "communication_constraints_violation reflexes when this PC is busy)") from exc
 
     def _connect(self) -> None:
         if self._probe is not None:
@@ -363,10 +364,11 @@ class FrankaBackend:
                               "is for the twin backend")
         if choice.backend == "franka":
             probe_fci(choice.robot_ip)  # here, in the serving process: a clear error before any loop starts
-            return cls(task, choice.robot_ip)
+            return cls(task, choice.robot_ip, enforce_realtime=choice.franka_realtime == "enforce")
         from robot_rl.twin.doubles.franka_robot import ROBOT_IP
 
-        backend = cls(task, choice.robot_ip or ROBOT_IP, double=True, initial_seed=choice.seed)
+        backend = cls(task, choice.robot_ip or ROBOT_IP, double=True, initial_seed=choice.seed,
+                      enforce_realtime=choice.franka_realtime == "enforce")
         backend.scene_source()  # a task without a twin fails now
         return backend
 
@@ -381,7 +383,8 @@ class FrankaBackend:
 
         double = FrankaDouble(self.task, realtime=realtime, seed=self.initial_seed, resume_sim_state=resume_sim_state)
         arm = FrankaArm(double.vendor, self.robot_ip, spec=self.arm_spec(), thresholds=thresholds,
-                        clock="monotonic" if realtime else "robot", hand="thread" if self.hand else "none")
+                        clock="monotonic" if realtime else "robot", hand="thread" if self.hand else "none",
+                        enforce_realtime=self.enforce_realtime)
         return arm, double
 
     def arm_spec(self) -> ArmSpec:

@@ -32,6 +32,8 @@ class BackendChoice:
     """Address of a physical arm (franka, ur)."""
     ur_mode: Literal["torque", "servo"] = "torque"
     """UR command mode: `directTorque` at 500 Hz, or Cartesian admittance over `servoL`."""
+    franka_realtime: Literal["enforce", "ignore"] = "enforce"
+    """libfranka's RealtimeConfig: refuse to run without a PREEMPT_RT kernel, or run anyway."""
     seed: int = 0
     """Initial scene layout of simulated backends."""
 

@@ -40,6 +40,10 @@ class ServeConfig:
     ur_mode: Literal["torque", "servo"] = "torque"
     """UR only: `directTorque` at 500 Hz running robot_rl's impedance law (e-Series with direct
     torque support), or a Cartesian admittance filter over `servoL` for older controllers."""
+    franka_realtime: Literal["enforce", "ignore"] = "enforce"
+    """Franka only: libfranka's real-time check. enforce: refuse to start without a PREEMPT_RT
+    kernel (what Franka specifies); ignore: run anyway (a desktop kernel; expect
+    communication_constraints_violation reflexes when the PC is busy)."""
     task: str = "pick_cube"
     """Task name in tasks/ (or a YAML path): workspace box, limits, gains, cameras, twin scene."""
     bind: str = "tcp://127.0.0.1:5555"
@@ -106,7 +110,7 @@ def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotSer
     from robot_rl.arms.registry import SIMULATED, BackendChoice, make_factory
 
     factory = make_factory(BackendChoice(cfg.backend, arm=cfg.arm, robot_ip=cfg.robot_ip, ur_mode=cfg.ur_mode,
-                                         seed=cfg.seed), task)
+                                         franka_realtime=cfg.franka_realtime, seed=cfg.seed), task)
     simulated = cfg.backend in SIMULATED
     if simulated and cfg.pace == "fast":
         runtime = SteppedRuntime(factory, core_config(task))

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_rl.arms.franka import FrankaBackend, collision_thresholds
+from robot_rl.arms.franka import FrankaArm, FrankaBackend, collision_thresholds
 from robot_rl.arms.franka_hand import HandProcess
 from robot_rl.arms.registry import BackendChoice, make_factory
 from robot_rl.bridge.client import BridgeClient
 from robot_rl.bridge.serve import ServeConfig, start_server
 from robot_rl.drivers.arm import ArmCommand, ArmFault
 from robot_rl.envs.robot_env import RobotEnv
-from robot_rl.errors import BridgeRemoteError, DeviceNotFound
+from robot_rl.errors import BridgeRemoteError, ConfigError, DeviceNotFound
 from robot_rl.task_spec import load_task
-from robot_rl.twin.doubles.franka_robot import ROBOT_IP
+from robot_rl.twin.doubles.franka_robot import ROBOT_IP, FrankaDouble
 
 HOLD_DRIFT_M = 0.002
 REACH_TOL_M = 0.003
@@ -179,6 +179,26 @@ def test_a_physical_arm_that_refuses_fails_fast_with_the_fix():
     with pytest.raises(DeviceNotFound, match="refused.*FCI activated in Desk"):
         make_factory(BackendChoice("franka", robot_ip="127.0.0.1"), TASK)
     assert time.monotonic() - t < CLEAR_ERROR_WITHIN_S
+
+
+@pytest.mark.parametrize("franka_realtime", ["enforce", "ignore"])
+def test_a_desktop_kernel_is_refused_unless_serve_says_ignore(franka_realtime):
+    """libfranka's RealtimeConfig comes from `--franka-realtime`; kEnforce on a kernel without
+    PREEMPT_RT fails before anything connects, naming both fixes."""
+    backend = make_factory(BackendChoice("franka-double", franka_realtime=franka_realtime), TASK)
+    double = FrankaDouble(TASK, realtime=False, realtime_kernel=False)
+    build = lambda: FrankaArm(double.vendor, ROBOT_IP, spec=backend.arm_spec(), hand="none", clock="robot",
+                              thresholds=collision_thresholds(80.0, backend.arm_spec().torque_limit_nm),
+                              enforce_realtime=backend.enforce_realtime)
+    if franka_realtime == "enforce":
+        with pytest.raises(ConfigError, match="PREEMPT_RT kernel.*--franka-realtime ignore"):
+            build()
+        return
+    arm = build()
+    try:
+        assert arm.read().fault == ArmFault.NONE
+    finally:
+        arm.close()
 
 
 def test_serve_reports_the_missing_arm_from_the_control_process():

@@ -47,6 +47,7 @@ from robot_rl.twin.doubles.pylibfranka import (
     Duration,
     GripperState,
     NetworkException,
+    RealtimeException,
     RobotMode,
     RobotState,
     Torques,
@@ -78,15 +79,19 @@ class FrankaDouble:
         realtime: 1 ms packets in wall time (True) or simulated time driven by `writeOnce` (False).
         seed: initial scene layout.
         resume_sim_state: start from a dead control loop's last snapshot state (at rest).
+        realtime_kernel: whether the emulated robot PC runs a PREEMPT_RT kernel; without one,
+            `Robot(ip, RealtimeConfig.kEnforce)` raises RealtimeException as libfranka does.
     """
 
     def __init__(self, task: TaskSpec, *, realtime: bool, seed: int = 0, resume_sim_state: np.ndarray | None = None,
-                 ip: str = ROBOT_IP, connect_timeout_s: float = 1.0, udp_timeout_s: float = 1.0) -> None:
+                 ip: str = ROBOT_IP, connect_timeout_s: float = 1.0, udp_timeout_s: float = 1.0,
+                 realtime_kernel: bool = True) -> None:
         self.arm, self._task = TwinBackend(task, initial_seed=seed, arm="panda").build(
             realtime=False, resume_sim_state=resume_sim_state)
         self.privileged_sizes = self._task.privileged_sizes
         self.sim_state_size = self._task.sim_state_size
         self.realtime, self.ip = realtime, ip
+        self.realtime_kernel = realtime_kernel
         self.connect_timeout_s, self.udp_timeout_s = connect_timeout_s, udp_timeout_s
         m = self.arm.model
         self._tcp = m.site(sc.TCP_SITE).id
@@ -163,7 +168,10 @@ class FrankaDouble:
 
     # ---- robot side ---------------------------------------------------------------------------------
 
-    def _connect(self, ip: str) -> None:
+    def _connect(self, ip: str, enforce_realtime: bool = False) -> None:
+        if enforce_realtime and not self.realtime_kernel:
+            # libfranka checks the kernel (/sys/kernel/realtime) before it connects.
+            raise RealtimeException("libfranka: Running kernel does not have realtime capabilities.")
         if ip != self.ip or not self._link_up:
             time.sleep(self.connect_timeout_s)  # libfranka waits for the TCP connection to time out
             raise NetworkException("libfranka: TCP connection got interrupted.")

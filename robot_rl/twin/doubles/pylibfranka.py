@@ -108,7 +108,7 @@ class Robot:
     _double: FrankaDouble
 
     def __init__(self, robot_ip_address: str, realtime_config: RealtimeConfig = RealtimeConfig.kEnforce) -> None:
-        self._double._connect(robot_ip_address)
+        self._double._connect(robot_ip_address, realtime_config is RealtimeConfig.kEnforce)
 
     def start_torque_control(self) -> ActiveControlBase:
         return self._double._start_control()
