@@ -15,7 +15,10 @@ and the period jitter of its hardware-paced real-time loop in its own process un
 A double exposes `physics_ns` on the scene hooks it builds: the cumulative wall time [ns] of its
 physics and of the ground truth the hooks write (neither exists on a physical arm). The double's
 packing of its state into the vendor's types stays in, standing in for the vendor library's own
-per-tick work (its model and conversions), so the figure errs high.
+per-tick work (its model and conversions), so the figure errs high. Beside it, a tick of constant
+numpy work with about the same median, timed right after each tick (`constant_tick_*`): on a shared
+VM both tails come from the machine, and their tail factors (p99.9 / p50) say how much is left
+for the code.
 """
 
 from __future__ import annotations
@@ -195,6 +198,8 @@ def tick_compute(task_name: str, backend: str, sim_seconds: float) -> dict:
             if core.events():
                 break
         n = int(sim_seconds / arm.spec.period_s)
+        reps = _calibrate_constant_work(core, 500)
+        constant = np.zeros(n, dtype=np.int64)
         work = np.zeros(n, dtype=np.int64)
         physics = np.zeros(n, dtype=np.int64)
         cpu = np.zeros(n, dtype=np.int64)
@@ -222,6 +227,9 @@ def tick_compute(task_name: str, backend: str, sim_seconds: float) -> dict:
             work[k] = time.perf_counter_ns() - t0
             cpu[k] = time.thread_time_ns() - c0 - (getattr(scene, "physics_cpu_ns", 0) - pc0)
             physics[k] = scene.physics_ns - p0
+            t0 = time.perf_counter_ns()
+            _constant_work(reps)
+            constant[k] = time.perf_counter_ns() - t0
         mode = core.buffer.read().mode.name
     finally:
         if fifo:
@@ -241,7 +249,45 @@ def tick_compute(task_name: str, backend: str, sim_seconds: float) -> dict:
     return {**out, "tick_compute_p50_us": pct(python_us, 50), "tick_compute_p99_us": pct(python_us, 99),
             "tick_compute_p999_us": pct(python_us, 99.9), "tick_compute_max_us": pct(python_us, 100),
             "tick_physics_p50_us": pct(physics / 1e3, 50), "tick_compute_ticks": n, "tick_final_mode": mode,
+            # The same percentiles of a constant-work tick of about the same median, timed right after
+            # each tick: equal tail factors (p99.9 / p50) mean the tail is the machine's (stolen time,
+            # preemption), not the tick's code.
+            "constant_tick_p50_us": pct(constant / 1e3, 50), "constant_tick_p99_us": pct(constant / 1e3, 99),
+            "constant_tick_p999_us": pct(constant / 1e3, 99.9),
+            "tick_tail_factor": _tail(python_us), "constant_tick_tail_factor": _tail(constant / 1e3),
             "tick_compute_sched": "fifo" if fifo else "normal"}
+
+
+def _tail(us: np.ndarray) -> float:
+    return round(float(np.percentile(us, 99.9) / np.percentile(us, 50)), 2)
+
+
+_M7 = np.eye(7) + 0.01
+_V7 = np.ones(7)
+
+
+def _constant_work(reps: int) -> None:
+    """The same small-array numpy work every call (the law's kind of work: 7×7 products)."""
+    v = _V7
+    for _ in range(reps):
+        v = np.minimum(np.maximum(_M7 @ v, -2.0), 2.0)
+
+
+def _calibrate_constant_work(core: ControlCore, ticks: int) -> int:
+    """Repetitions of `_constant_work` whose median time equals the median of `ticks` control steps
+    (the double's physics subtracted)."""
+    scene = core.scene
+    steps = []
+    for _ in range(ticks):
+        p0, t0 = scene.physics_ns, time.perf_counter_ns()
+        core.step()
+        steps.append(time.perf_counter_ns() - t0 - (scene.physics_ns - p0))
+    units = []
+    for _ in range(ticks):
+        t0 = time.perf_counter_ns()
+        _constant_work(10)
+        units.append((time.perf_counter_ns() - t0) / 10)
+    return max(1, int(round(float(np.median(steps)) / float(np.median(units)))))
 
 
 def run_backend(cfg: ControllerBench) -> dict:
