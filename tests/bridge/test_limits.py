@@ -52,17 +52,25 @@ def test_set_params_cannot_widen_the_task_files_limits(stack, request_, limit):
     client.close()
 
 
-def test_set_params_may_tighten_and_the_core_follows(stack):
-    client = BridgeClient(stack.address, name="t")
-    client.reset(seed=0, randomize=False)
-    x0 = client.observe().state.pose_base_tcp[0]
-    params = client.set_params(workspace={"max_m": [x0 + 0.01, 0.2, 0.3]}, limits={"max_contact_force_n": 40.0})
-    assert params["workspace"]["max_m"][0] == pytest.approx(x0 + 0.01)
-    for _ in range(10):
-        obs = client.step(np.array([0.04, 0, 0, 0, 0, 0]), hold_s=0.1)
-    assert obs.state.target_clipped and obs.state.pose_base_tcp[0] < x0 + 0.01 + 0.005
-    client.set_params(workspace={"max_m": [0.68, 0.2, 0.3]}, limits={"max_contact_force_n": 80.0})  # back to the file
-    client.close()
+@pytest.mark.parametrize("backend,ur_mode", [("twin", "torque"), ("ur-double", "servo")],
+                         ids=["twin", "ur-double-servo"])
+def test_set_params_may_tighten_and_the_core_follows(backend, ur_mode):
+    """Also on the UR backend's admittance mode, where the arm follows the core's clipped reference
+    through servoL rather than the law's torques."""
+    stack = start_server(ServeConfig(task="pick_cube", bind="tcp://127.0.0.1:0", pub_bind="", backend=backend,
+                                     ur_mode=ur_mode))
+    try:
+        with BridgeClient(stack.address, name="t") as client:
+            client.reset(seed=0, randomize=False)
+            x0 = client.observe().state.pose_base_tcp[0]
+            params = client.set_params(workspace={"max_m": [x0 + 0.01, 0.2, 0.3]},
+                                       limits={"max_contact_force_n": 40.0})
+            assert params["workspace"]["max_m"][0] == pytest.approx(x0 + 0.01)
+            for _ in range(10):
+                obs = client.step(np.array([0.04, 0, 0, 0, 0, 0]), hold_s=0.1)
+            assert obs.state.target_clipped and obs.state.pose_base_tcp[0] < x0 + 0.01 + 0.005
+    finally:
+        stack.close()
 
 
 def test_motion_is_refused_until_a_reset_brings_the_arm_into_the_box(stack):

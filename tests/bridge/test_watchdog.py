@@ -35,9 +35,7 @@ CLIENT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["twin", "franka-double", pytest.param("ur-double", marks=pytest.mark.xfail(
-    reason="measured 0.414 s to stop on the UR double vs the 0.400 s bound (issue 24: UR braking not tuned yet)",
-    strict=False))])
+@pytest.mark.parametrize("backend", ["twin", "franka-double", "ur-double"])
 def test_arm_stops_when_the_client_dies(serve_process, backend):
     """On the twin, and on the Franka and UR backends through their vendor-API doubles."""
     watchdog_s = load_task("pick_cube").limits.watchdog_s
