@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "robot_rl"
-ROBOT_PC = ("arms", "bridge", "control", "drivers", "twin")
+ROBOT_PC = ("arms", "bridge", "control", "drivers", "ros2", "twin")
 LEARNER_SIDE = ("robot_rl.envs", "robot_rl.teleop", "robot_rl.data", "robot_rl.bench", "robot_rl.cli",
                 "robot_rl.agents", "robot_rl.learning", "robot_rl.rewards")
 
