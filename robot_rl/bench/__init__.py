@@ -6,7 +6,7 @@ from typing import Annotated, Union
 
 import tyro
 
-from robot_rl.bench import bridge, controller, diffusion, expert, finetune, learner, learning
+from robot_rl.bench import bridge, controller, diffusion, expert, finetune, learner, learning, ros2
 
 BENCHES = {
     bridge.BridgeBench: bridge.run,
@@ -16,6 +16,7 @@ BENCHES = {
     learner.LearnerBench: learner.run,
     learning.LearningBench: learning.run,
     finetune.FinetuneBench: finetune.run,
+    ros2.Ros2Bench: ros2.run,
 }
 
 BenchConfig = Union[
@@ -26,4 +27,5 @@ BenchConfig = Union[
     Annotated[learner.LearnerBench, tyro.conf.subcommand("learner")],
     Annotated[learning.LearningBench, tyro.conf.subcommand("learning")],
     Annotated[finetune.FinetuneBench, tyro.conf.subcommand("finetune")],
+    Annotated[ros2.Ros2Bench, tyro.conf.subcommand("ros2")],
 ]
