@@ -3,13 +3,13 @@
 File layout (see hardware/cameras/example.yaml)::
 
     cameras:
-      - driver: realsense      # or opencv
+      - driver: realsense      # or opencv, or ros2 (an image topic: robot_rl/ros2/camera.py)
         name: wrist
         serial: "123456789012"
         output: {height: 128, width: 128, crop_xywh: [80, 0, 480, 480]}
 
-Every other key is a field of `RealSenseConfig` or `OpenCVCameraConfig`. Errors name the entry and
-field, e.g. `cameras[1] (front).fps: expected an integer, got 'thirty'`.
+Every other key is a field of `RealSenseConfig`, `OpenCVCameraConfig` or `Ros2CameraConfig`. Errors
+name the entry and field, e.g. `cameras[1] (front).fps: expected an integer, got 'thirty'`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from robot_rl.drivers.camera import CameraDriver
 from robot_rl.drivers.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 from robot_rl.drivers.realsense import RealSenseCamera, RealSenseConfig
 from robot_rl.errors import ConfigError
+from robot_rl.ros2.camera import Ros2Camera, Ros2CameraConfig
 
-CameraConfig = RealSenseConfig | OpenCVCameraConfig
+CameraConfig = RealSenseConfig | OpenCVCameraConfig | Ros2CameraConfig
 
-DRIVER_CONFIGS: dict[str, type[RealSenseConfig | OpenCVCameraConfig]] = {
+DRIVER_CONFIGS: dict[str, type[RealSenseConfig | OpenCVCameraConfig | Ros2CameraConfig]] = {
     "realsense": RealSenseConfig,
     "opencv": OpenCVCameraConfig,
+    "ros2": Ros2CameraConfig,
 }
 """The `driver:` values a camera entry may have, and the config each one loads into."""
 
@@ -83,7 +85,12 @@ def _check_unique(configs: list[CameraConfig], where: str) -> None:
     seen: dict[tuple[str, object], str] = {}
     for cfg in configs:
         keys = [("name", cfg.name)]
-        keys.append(("serial", cfg.serial) if isinstance(cfg, RealSenseConfig) else ("source", cfg.source))
+        if isinstance(cfg, RealSenseConfig):
+            keys.append(("serial", cfg.serial))
+        elif isinstance(cfg, Ros2CameraConfig):
+            keys.append(("topic", cfg.topic))
+        else:
+            keys.append(("source", cfg.source))
         for key in keys:
             if key in seen:
                 raise ConfigError(f"{where}: cameras {seen[key]!r} and {cfg.name!r} have the same {key[0]} {key[1]!r}")
@@ -121,6 +128,8 @@ def build_cameras(configs: list[CameraConfig]) -> list[CameraDriver]:
             drivers.append(RealSenseCamera(cfg))
         elif isinstance(cfg, OpenCVCameraConfig):
             drivers.append(OpenCVCamera(cfg))
+        elif isinstance(cfg, Ros2CameraConfig):
+            drivers.append(Ros2Camera(cfg))
         else:
             raise ConfigError(f"no camera driver for {type(cfg).__name__}; expected one of "
                               f"{[c.__name__ for c in DRIVER_CONFIGS.values()]}")

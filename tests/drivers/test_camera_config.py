@@ -68,7 +68,7 @@ def test_entries_become_typed_configs_and_drivers(tmp_path):
 
 
 @pytest.mark.parametrize("cameras, message", [
-    ([entry(driver="kinect")], r"cameras\[0\] \(wrist\)\.driver must be one of \['opencv', 'realsense'\]"),
+    ([entry(driver="kinect")], r"cameras\[0\] \(wrist\)\.driver must be one of \['opencv', 'realsense', 'ros2'\]"),
     ([{"name": "wrist", "serial": "1"}], r"cameras\[0\] \(wrist\)\.driver"),
     ([entry(serial=12345)], r"cameras\[0\] \(wrist\)\.serial must be a quoted string"),
     ([entry(fps="thirty")], r"cameras\[0\] \(wrist\)\.fps: expected an integer"),
