@@ -76,6 +76,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (config "module:Class", runner "module:function", one-line help)
     "serve": ("robot_rl.bridge.serve:ServeConfig", "robot_rl.bridge.serve:run",
               "Serve an arm and its cameras on the robot bridge (twin today)."),
+    "ros2-bridge": ("robot_rl.ros2.bridge_node:Ros2BridgeConfig", "robot_rl.ros2.bridge_node:run",
+                    "A robot server as a ROS 2 node: state, cameras, diagnostics; teleop twists; reset."),
     "robot": ("robot_rl.bridge.operator:RobotCommand", "robot_rl.bridge.operator:run",
               "Operator: status of a robot server, restart-control after a fault, clear-error."),
     "record": ("robot_rl.teleop.record:RecordConfig", "robot_rl.teleop.record:run",
@@ -101,6 +103,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Fine-tune a frozen diffusion BC base: residual-sac, residual-ppo, dsrl-sac, dsrl-na."),
     "plot": ("robot_rl.learning.plot:PlotConfig", "robot_rl.learning.plot:run",
              "Plot success rate vs env steps (IQM and bootstrap band across seeds) as PNG."),
+    "export": ("robot_rl.data.mcap_export:ExportConfig", "robot_rl.data.mcap_export:run",
+               "Export recorded episodes as a ROS 2-typed MCAP file (Foxglove, ros2 bag): --mcap FOLDER."),
     "bench": ("robot_rl.bench:BenchConfig", "robot_rl.cli.main:run_bench",
               "Benchmarks; --json prints one JSON line."),
     "keys": ("robot_rl.cli.main:KeysConfig", "robot_rl.cli.main:run_keys",

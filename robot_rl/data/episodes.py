@@ -14,6 +14,7 @@ Each episode file has, for T steps (T+1 observations: the reset one and one per 
     action (T, 7) float32 · reward (T,) float32 · terminated (T,) bool · truncated (T,) bool
     success (T,) bool · intervention (T,) bool (the human was commanding) · rtt_ms (T,) float32
     t_capture_ns (T+1,) int64 (robot-PC clock, or simulated time on a stepped twin)
+    q_rad, dq_rad_per_s (T+1, n_joints) float64: the arm's joints (when the env's info has them)
     meta () str: JSON {"source": "keyboard" | "spacemouse" | "scripted" | ..., "seed": ..., "success": ...}
 
 Append-safe: an episode is written to a temporary name and renamed into place only when it is
@@ -66,10 +67,18 @@ class EpisodeBuffer:
     t_capture_ns: list[int] = field(default_factory=list)
     label: list[int] = field(default_factory=list)
     """Operator's success label of each step's observation: 1, 0, or −1 (none)."""
+    q_rad: list[np.ndarray | None] = field(default_factory=list)
+    dq_rad_per_s: list[np.ndarray | None] = field(default_factory=list)
+    """Arm joints of each observation, from `info` (not observations: no policy reads them)."""
 
     def start(self, obs: dict[str, Any], info: dict[str, Any]) -> None:
         self.observations.append(obs)
         self.t_capture_ns.append(int(info.get("t_capture_ns", 0)))
+        self._joints(info)
+
+    def _joints(self, info: dict[str, Any]) -> None:
+        self.q_rad.append(info.get("q_rad"))
+        self.dq_rad_per_s.append(info.get("dq_rad_per_s"))
 
     def add(self, action: np.ndarray, obs: dict[str, Any], reward: float, terminated: bool, truncated: bool,
             info: dict[str, Any], *, intervention: bool, label: int = -1) -> None:
@@ -83,6 +92,7 @@ class EpisodeBuffer:
         self.intervention.append(bool(intervention))
         self.rtt_ms.append(float(info.get("rtt_ms", np.nan)))
         self.t_capture_ns.append(int(info.get("t_capture_ns", 0)))
+        self._joints(info)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -105,6 +115,10 @@ class EpisodeBuffer:
         out["intervention"] = np.asarray(self.intervention, dtype=bool)
         out["rtt_ms"] = np.asarray(self.rtt_ms, dtype=np.float32)
         out["t_capture_ns"] = np.asarray(self.t_capture_ns, dtype=np.int64)
+        for name in ("q_rad", "dq_rad_per_s"):  # only when every step has them (env info from a robot server)
+            values = getattr(self, name)
+            if values and all(v is not None for v in values):
+                out[name] = np.stack([np.asarray(v, dtype=np.float64) for v in values])
         if any(v >= 0 for v in self.label):  # written only when the operator labeled something
             out["label"] = np.asarray(self.label, dtype=np.int8)
         return out

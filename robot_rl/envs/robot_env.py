@@ -232,6 +232,8 @@ class RobotEnv(gym.Env):
             "rtt_ms": timing.rtt_ms if timing else float("nan"),
             "t_capture_ns": s.t_capture_ns,
             "t_server_send_ns": obs.t_send_ns,
+            "q_rad": s.q_rad.copy(),  # not in the observation: recordings keep it (MCAP joint states)
+            "dq_rad_per_s": s.dq_rad_per_s.copy(),
             "clock": self.link.welcome.clock,
             "tick": s.tick,
             "mode": s.mode,
