@@ -5,6 +5,7 @@
     ur              a UR e-Series arm over ur_rtde, needs --robot-ip
     franka-double   the Franka backend against the pylibfranka double (Panda twin physics)
     ur-double       the UR backend against the ur_rtde double (UR5e twin physics)
+    ros2            an arm behind its ROS 2 driver, needs --ros2-config (hardware/ros2/*.yaml)
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Literal
 from robot_rl.errors import ConfigError
 from robot_rl.task_spec import TaskSpec
 
-BackendName = Literal["twin", "franka", "ur", "franka-double", "ur-double"]
-BACKENDS: tuple[str, ...] = ("twin", "franka", "ur", "franka-double", "ur-double")
+BackendName = Literal["twin", "franka", "ur", "franka-double", "ur-double", "ros2"]
+BACKENDS: tuple[str, ...] = ("twin", "franka", "ur", "franka-double", "ur-double", "ros2")
 SIMULATED = ("twin", "franka-double", "ur-double")
 """Backends whose physics is simulated (scene hooks, teleport resets, stepped time)."""
 
@@ -36,6 +37,8 @@ class BackendChoice:
     """libfranka's RealtimeConfig: refuse to run without a PREEMPT_RT kernel, or run anyway."""
     seed: int = 0
     """Initial scene layout of simulated backends."""
+    ros2_config: str | None = None
+    """ROS 2 arm config (hardware/ros2/*.yaml): the driver's topics, joint names, command mode."""
 
 
 def make_factory(choice: BackendChoice, task: TaskSpec):
@@ -55,6 +58,10 @@ def make_factory(choice: BackendChoice, task: TaskSpec):
         from robot_rl.twin.backend import TwinBackend
 
         return TwinBackend(task, initial_seed=choice.seed, arm=choice.arm)
+    if name == "ros2":
+        from robot_rl.ros2.arm_backend import Ros2ArmBackend
+
+        return Ros2ArmBackend.for_choice(choice, task)
     if name in ("franka", "franka-double"):
         from robot_rl.arms.franka import FrankaBackend
 

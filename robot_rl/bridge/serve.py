@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 class ServeConfig:
     """`robot-rl serve`: which arm, which task, where to listen."""
 
-    backend: Literal["twin", "franka", "ur", "franka-double", "ur-double"] = "twin"
-    """Arm backend: the MuJoCo twin, a physical Franka (pylibfranka) or UR (ur_rtde) arm, or the
-    same Franka / UR backend code driving twin physics through a vendor-API double."""
+    backend: Literal["twin", "franka", "ur", "franka-double", "ur-double", "ros2"] = "twin"
+    """Arm backend: the MuJoCo twin, a physical Franka (pylibfranka) or UR (ur_rtde) arm, the
+    same Franka / UR backend code driving twin physics through a vendor-API double, or an arm
+    behind its ROS 2 driver (ros2, with --ros2-config)."""
     robot_ip: str | None = None
     """Address of the physical arm (franka, ur), e.g. 172.16.0.2."""
+    ros2_config: str | None = None
+    """ros2 only: the driver's topics, joint names and command mode (hardware/ros2/*.yaml)."""
     arm: Literal["panda", "ur5e"] | None = None
     """Twin arm model; default: the task's `twin.arm`. The doubles fix their own (panda, ur5e)."""
     ur_mode: Literal["torque", "servo"] = "torque"
@@ -110,7 +113,8 @@ def build_service(cfg: ServeConfig, *, task: TaskSpec | None = None) -> RobotSer
     from robot_rl.arms.registry import SIMULATED, BackendChoice, make_factory
 
     factory = make_factory(BackendChoice(cfg.backend, arm=cfg.arm, robot_ip=cfg.robot_ip, ur_mode=cfg.ur_mode,
-                                         franka_realtime=cfg.franka_realtime, seed=cfg.seed), task)
+                                         franka_realtime=cfg.franka_realtime, seed=cfg.seed,
+                                         ros2_config=cfg.ros2_config), task)
     simulated = cfg.backend in SIMULATED
     if simulated and cfg.pace == "fast":
         runtime = SteppedRuntime(factory, core_config(task))
@@ -131,7 +135,7 @@ def _frames(cfg: ServeConfig, task: TaskSpec, factory, runtime, simulated: bool)
     """The cameras: a camera config's real cameras, else the simulated scene's renderer."""
     if cfg.cameras is not None:
         return _live_cameras(cfg.cameras, task)
-    if not simulated:
+    if not simulated and not getattr(factory, "twin", False):  # ros2 on the twin driver renders its scene
         return _no_cameras(task)
     from robot_rl.twin.camera import TwinCameras
     from robot_rl.twin.camera_stream import StreamingTwinCameras
