@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import (
     Any,
     Literal,
@@ -20,6 +21,8 @@ from typing import (
     get_origin,
     get_type_hints,
 )
+
+import yaml
 
 from robot_rl.errors import ConfigError
 
@@ -115,3 +118,20 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def read_yaml(path: Path, what: str, template: str) -> Any:
+    """The parsed YAML of a config file.
+
+    Raises:
+        ConfigError: the file cannot be read (naming `template` to start from) or is not YAML;
+            messages begin with `what` and the path.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror}); start from {template}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML: {exc}") from exc

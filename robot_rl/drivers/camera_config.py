@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from robot_rl.config import from_dict
+from robot_rl.config import from_dict, read_yaml
 from robot_rl.drivers.camera import CameraDriver
 from robot_rl.drivers.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 from robot_rl.drivers.realsense import RealSenseCamera, RealSenseConfig
@@ -104,15 +103,7 @@ def load_camera_configs(path: str | Path) -> list[CameraConfig]:
         ConfigError: the file is missing, is not valid YAML, or an entry is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"camera config {path}: cannot read it ({exc.strerror}); "
-                          "start from hardware/cameras/example.yaml") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"camera config {path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "camera config", "hardware/cameras/example.yaml")
     return camera_configs_from_dict(data, where=f"camera config {path}")
 
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 
 from robot_rl import paths
-from robot_rl.config import from_dict
+from robot_rl.config import from_dict, read_yaml
 from robot_rl.errors import ConfigError
 
 
@@ -166,15 +165,7 @@ def load_arm_config(path: str | Path) -> Ros2ArmConfig:
     path = Path(path)
     if not path.is_absolute() and not path.exists() and (paths.home() / path).exists():
         path = paths.home() / path  # hardware/ros2/... from any working directory
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"ROS 2 arm config {path}: cannot read it ({exc.strerror}); "
-                          "start from hardware/ros2/franka_cartesian.yaml") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ROS 2 arm config {path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "ROS 2 arm config", "hardware/ros2/franka_cartesian.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"ROS 2 arm config {path}: expected a mapping of fields, got {type(data).__name__}")
     missing = [k for k in ("arm", "joint_names") if k not in data]
