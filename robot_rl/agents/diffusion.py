@@ -148,7 +148,8 @@ class Denoiser(nn.Module):
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         half = self.time_dim // 2
-        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        steps = torch.arange(half, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(-math.log(10_000.0) * steps / max(half - 1, 1))
         args = t.float().unsqueeze(-1) * freqs
         return self.time_mlp(torch.cat([args.sin(), args.cos()], -1))
 
@@ -211,8 +212,9 @@ class DiffusionPolicy(nn.Module):
         """DDPM ε-prediction loss; actions (B, pred_horizon, A) in env units."""
         x0 = self.action_norm.normalize(actions).flatten(1)
         b = x0.shape[0]
-        t = torch.randint(0, self.cfg.train_timesteps, (b,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, self.cfg.train_timesteps, (b,), generator=generator,
+                          device=_draw_device(generator, x0.device)).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=_draw_device(generator, x0.device)).to(x0.device)
         ab = self.alpha_bars[t].unsqueeze(-1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         return F.mse_loss(self.denoiser(x_t, t, self.features(obs)), noise)
@@ -229,22 +231,29 @@ class DiffusionPolicy(nn.Module):
         features = self.features(obs)
         b = features.shape[0]
         if noise is None:
-            noise = torch.randn((b, *self.chunk_shape), generator=generator)
+            noise = torch.randn((b, *self.chunk_shape), generator=generator,
+                                device=_draw_device(generator, features.device))
         if tuple(noise.shape) != (b, *self.chunk_shape):
             raise ValueError(f"noise must have shape {(b, *self.chunk_shape)}, got {tuple(noise.shape)}")
         net = self.ema if use_ema else self.denoiser
-        x = noise.reshape(b, -1).to(features.dtype)
+        x = noise.reshape(b, -1).to(features.device, features.dtype)
         steps = self.cfg.inference_steps
         ratio = self.cfg.train_timesteps // steps
         timesteps = [(steps - 1 - i) * ratio for i in range(steps)]
         for i, t in enumerate(timesteps):
             ab = self.alpha_bars[t]
-            ab_prev = self.alpha_bars[timesteps[i + 1]] if i + 1 < steps else torch.tensor(1.0)
-            eps = net(x, torch.full((b,), t, dtype=torch.long), features)
+            ab_prev = self.alpha_bars[timesteps[i + 1]] if i + 1 < steps else self.alpha_bars.new_ones(())
+            eps = net(x, torch.full((b,), t, dtype=torch.long, device=features.device), features)
             x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0)
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clipped x0
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return self.action_norm.unnormalize(x.clamp(-1.0, 1.0).reshape(b, *self.chunk_shape))
+
+
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Where random numbers are drawn: on the generator's device when one is given (a CPU
+    generator keeps a CUDA run's draws reproducible; they are copied over), else on `device`."""
+    return generator.device if generator is not None else device
 
 
 class ChunkedPolicy:
@@ -287,5 +296,5 @@ class ChunkedPolicy:
         if not self.queue:
             chunk = self.policy.sample(self.history_batch(), None if noise is None else noise.unsqueeze(0),
                                        generator=generator)[0]
-            self.queue.extend(chunk[self.chunk_slice()].numpy().astype(np.float64))
+            self.queue.extend(chunk[self.chunk_slice()].cpu().numpy().astype(np.float64))
         return self.queue.popleft()

@@ -4,7 +4,10 @@ optional hybrid discrete gripper critic (Double DQN over close / stay / open, HI
 
 Losses are pure functions of (agent, batch, config); `update()` steps the optimizers it is
 given, runs the critic-to-actor update ratio itself, and returns metrics. Nothing here touches
-an env, a buffer, a logger or a socket.
+an env, a buffer, a logger or a socket. Metrics are detached 0-d tensors on the agent's device,
+so an update never waits for the device; `host_metrics` turns them into floats (one sync) where
+they are logged. Every tensor an update creates is made on the device of the tensors it derives
+from (tests/learning/test_device.py runs updates under a "meta" default device to check this).
 
 Batches are dicts of tensors (`batch` for one minibatch):
     features / next_features (B, F) — or "obs"/"next_obs" dicts that `agent.encode()` turns into
@@ -60,6 +63,9 @@ class SACAgent(nn.Module):
             self.register_buffer("residual_scale", torch.tensor(cfg.residual_scales(action_dim)), persistent=False)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         """Updates done (resumes with the state dict; drives the actor warm-up)."""
+        self.warmup_over = False
+        """Host-side flag: `updates` passed `cfg.actor_warmup_updates` (so `update` stops reading the
+        device counter, a host sync, once the warm-up is over)."""
 
     def critic_action(self, obs: dict, action: torch.Tensor) -> torch.Tensor:
         """The action the critic scores for the agent's `action` (B, cont_dim): the action itself,
@@ -84,7 +90,7 @@ class SACAgent(nn.Module):
             cont = self.actor.mode(features)
         elif self.cfg.explore_std is not None:
             cont = self.actor.mode(features)
-            noise = torch.randn(cont.shape, generator=generator) * self.cfg.explore_std
+            noise = _draw(torch.randn, cont.shape, generator, cont.device) * self.cfg.explore_std
             cont = (cont + noise).clamp(-1.0, 1.0)
         else:
             cont = self.actor.sample(features)[0]
@@ -93,13 +99,21 @@ class SACAgent(nn.Module):
         q = self.grip_critic(torch.cat([features, cont], -1))
         grip = q.argmax(-1)
         if not deterministic and self.cfg.gripper_epsilon > 0:
-            explore = torch.rand(grip.shape, generator=generator) < self.cfg.gripper_epsilon
-            grip = torch.where(explore, torch.randint(0, GRIPPER_CLASSES, grip.shape, generator=generator), grip)
+            explore = _draw(torch.rand, grip.shape, generator, grip.device) < self.cfg.gripper_epsilon
+            grip = torch.where(explore, _draw(torch.randint, grip.shape, generator, grip.device, 0, GRIPPER_CLASSES),
+                               grip)
         return torch.cat([cont, (grip.float() - 1.0).unsqueeze(-1)], -1)
 
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
+
+
+def _draw(fn, shape, generator: torch.Generator | None, device: torch.device, *args) -> torch.Tensor:
+    """`fn(*args, shape)` (torch.rand, randn, randint) drawn on `generator`'s device when one is
+    given (a CPU generator: the same draws whatever the agent's device), then moved to `device`."""
+    where = generator.device if generator is not None else device
+    return fn(*args, shape, generator=generator, device=where).to(device)
 
 
 def compile_critics(agent: SACAgent) -> None:
@@ -133,7 +147,7 @@ def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Ten
         next_action, next_log_prob = agent.actor.sample(next_features)
         members = None
         if cfg.critic_subsample is not None and cfg.critic_subsample < cfg.n_critics:
-            members = torch.randperm(cfg.n_critics)[: cfg.critic_subsample]
+            members = torch.randperm(cfg.n_critics, device=next_features.device)[: cfg.critic_subsample]
         next_action = agent.critic_action(batch["next_obs"], next_action)
         target_q = agent.target_critic(torch.cat([next_features, next_action], -1), members).squeeze(-1)
         next_v = target_q.min(0).values
@@ -143,8 +157,8 @@ def critic_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Ten
     q = agent.critic(torch.cat([features, agent.critic_action(batch["obs"], batch["action"][:, : agent.cont_dim])],
                                -1)).squeeze(-1)
     loss = ((q - target.unsqueeze(0)) ** 2).mean(1).sum()  # sum over members: each head learns at full rate
-    return loss, {"critic_loss": loss.item() / cfg.n_critics, "q_mean": q.mean().item(),
-                  "target_mean": target.mean().item()}
+    return loss, {"critic_loss": loss.detach() / cfg.n_critics, "q_mean": q.detach().mean(),
+                  "target_mean": target.mean()}
 
 
 def actor_loss(agent: SACAgent, features: torch.Tensor, batch: dict | None = None,
@@ -159,21 +173,21 @@ def actor_loss(agent: SACAgent, features: torch.Tensor, batch: dict | None = Non
         action = agent.critic_action(batch["obs"], action)
     q = agent.critic(torch.cat([features, action], -1)).squeeze(-1).mean(0)
     loss = (agent.alpha.detach() * log_prob - q).mean()
-    metrics = {"entropy": -log_prob.mean().item()}
+    metrics = {"entropy": -log_prob.detach().mean()}
     if bc_weight > 0 and batch is not None and "from_demo" in batch:
         demo = batch["from_demo"]
         err = ((torch.tanh(mean) - batch["action"][:, : agent.cont_dim]) ** 2).sum(-1)
         bc = (err * demo).sum() / demo.sum().clamp_min(1.0)
         loss = loss + bc_weight * bc
-        metrics["actor_bc_mse"] = bc.item()
-    metrics["actor_loss"] = loss.item()
+        metrics["actor_bc_mse"] = bc.detach()
+    metrics["actor_loss"] = loss.detach()
     return loss, log_prob.detach(), metrics
 
 
 def temperature_loss(agent: SACAgent, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Adjust α so the policy's entropy tracks the target entropy."""
     loss = -(agent.log_alpha * (log_prob + agent.target_entropy)).mean()
-    return loss, {"temperature": agent.alpha.item(), "temperature_loss": loss.item()}
+    return loss, {"temperature": agent.alpha.detach(), "temperature_loss": loss.detach()}
 
 
 def gripper_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Tensor, dict]:
@@ -191,7 +205,7 @@ def gripper_loss(agent: SACAgent, batch: dict, cfg: SACConfig) -> tuple[torch.Te
     q = agent.grip_critic(torch.cat([features, batch["action"][:, : agent.cont_dim]], -1))
     q_taken = q.gather(-1, cls.unsqueeze(-1)).squeeze(-1)
     loss = F.mse_loss(q_taken, target)
-    return loss, {"gripper_loss": loss.item(), "gripper_q": q_taken.mean().item()}
+    return loss, {"gripper_loss": loss.detach(), "gripper_q": q_taken.detach().mean()}
 
 
 # ---- update ----------------------------------------------------------------------------------------
@@ -217,8 +231,10 @@ def update(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: dict,
         soft_update(agent.target_encoder, agent.encoder, cfg.tau)
         metrics.update(m)
     agent.updates += 1
-    if int(agent.updates) <= cfg.actor_warmup_updates:
-        return metrics  # critic warm-up: the actor and temperature wait
+    if cfg.actor_warmup_updates and not agent.warmup_over:  # reading the counter waits for the device
+        if int(agent.updates) <= cfg.actor_warmup_updates:
+            return metrics  # critic warm-up: the actor and temperature wait
+        agent.warmup_over = True
     metrics.update(actor_step(agent, opts, mb, cfg.bc_weight))
     if cfg.hybrid_gripper:
         loss, m = gripper_loss(agent, mb, cfg)
@@ -247,6 +263,16 @@ def actor_step(agent: SACAgent, opts: dict[str, torch.optim.Optimizer], batch: d
     loss.backward()
     opts["temperature"].step()
     return {**metrics, **m}
+
+
+def host_metrics(metrics: dict) -> dict:
+    """`metrics` with its tensor values as Python floats, copied to the host in one transfer
+    (one wait for the device): call it where metrics are logged, not after every update."""
+    names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+    if not names:
+        return dict(metrics)
+    values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist()
+    return {**metrics, **dict(zip(names, values))}
 
 
 def _batch_len(batch: dict) -> int:

@@ -1,4 +1,4 @@
-"""`robot-rl bench learner`: milliseconds per SAC update on this CPU (state observations).
+"""`robot-rl bench learner`: milliseconds per SAC update on this CPU or `--device` (state observations).
 
 The configuration the issue names: batch 256, 10 critics (target: min over a random 2),
 256×256 MLPs with LayerNorm, one critic update and one actor update per update, run as the
@@ -27,6 +27,8 @@ class LearnerBench:
     updates: int = 50
     repeats: int = 5
     threads: int = 2
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto: where the agent and the batch live (same shapes on any device)."""
     json: bool = False
 
 
@@ -57,6 +59,7 @@ class _Timed:
 
         from robot_rl.agents.sac import SACAgent, SACConfig, compile_critics, make_optimizers
         from robot_rl.cpu import keep_freed_memory
+        from robot_rl.learning.device import resolve_device, to_device
 
         torch.set_num_threads(cfg.threads)
         torch.set_float32_matmul_precision(v.precision)
@@ -67,17 +70,19 @@ class _Timed:
                 return obs["state"]
 
         self.v, self.cfg = v, cfg
+        self.device = resolve_device(cfg.device)
         self.sac = SACConfig(n_critics=v.n_critics, critic_subsample=v.subsample, critic_updates_per_actor_update=1,
                              batch_size=cfg.batch_size)
         torch.manual_seed(0)
-        self.agent = SACAgent(StateEncoder(), cfg.state_dim, cfg.action_dim, self.sac)
+        self.agent = SACAgent(StateEncoder(), cfg.state_dim, cfg.action_dim, self.sac).to(self.device)
         if v.compile:
             compile_critics(self.agent)
         self.opts = make_optimizers(self.agent, self.sac)
         b = cfg.batch_size
-        self.batch = {"obs": {"state": torch.randn(b, cfg.state_dim)},
-                      "next_obs": {"state": torch.randn(b, cfg.state_dim)},
-                      "action": torch.rand(b, cfg.action_dim) * 2 - 1, "reward": torch.rand(b), "mask": torch.ones(b)}
+        self.batch = to_device({"obs": {"state": torch.randn(b, cfg.state_dim)},
+                                "next_obs": {"state": torch.randn(b, cfg.state_dim)},
+                                "action": torch.rand(b, cfg.action_dim) * 2 - 1, "reward": torch.rand(b),
+                                "mask": torch.ones(b)}, self.device)
         t0 = time.perf_counter()
         self._updates(10)
         self.warmup_s = time.perf_counter() - t0
@@ -87,6 +92,10 @@ class _Timed:
 
         for _ in range(n):
             update(self.agent, self.opts, self.batch, self.sac)
+        if self.device.type == "cuda":  # kernels run asynchronously: time them to their end
+            import torch
+
+            torch.cuda.synchronize(self.device)
 
     def repeat(self) -> tuple[float, float]:
         """(ms per update, page faults per update) over `cfg.updates` updates."""
@@ -107,6 +116,10 @@ def _serve(conn, v: _Variant, cfg: LearnerBench) -> None:
 
 def run(cfg: LearnerBench) -> dict:
     import numpy as np
+
+    from robot_rl.learning.device import resolve_device
+
+    device = resolve_device(cfg.device)  # a missing CUDA device fails here, before any worker starts
 
     ctx = multiprocessing.get_context("spawn")
     workers, warmup_s = {}, {}
@@ -148,7 +161,8 @@ def run(cfg: LearnerBench) -> dict:
             "ms_per_update_bf16_matmul": med("bf16"),
             "lerobot_sac_reference_ms": 150,
             "speedup_vs_lerobot_reference": round(150 / med("rlpd"), 1),
-            "setup": {"batch": cfg.batch_size, "critics": "10, target min over random 2", "mlp": "256x256 LayerNorm",
+            "setup": {"device": str(device), "batch": cfg.batch_size, "critics": "10, target min over random 2",
+                      "mlp": "256x256 LayerNorm",
                       "critic_updates_per_actor_update": 1, "torch_threads": cfg.threads, "cpus": os.cpu_count(),
                       "compile": "critic ensembles torch.compile'd as the learner runs them (--no-compile: eager)",
                       "bf16_matmul": "--matmul-precision medium: float32 matmuls computed in bfloat16",

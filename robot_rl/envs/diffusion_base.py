@@ -36,9 +36,11 @@ class DiffusionBaseWrapper(gym.Wrapper):
 
     def to_env(self, normalized: np.ndarray) -> np.ndarray:
         """Base-normalized action(s) [−1, 1] → env units, inside the env's bounds."""
-        out = self.policy.action_norm.unnormalize(torch.as_tensor(normalized, dtype=torch.float32)).numpy()
+        normalized = torch.as_tensor(normalized, dtype=torch.float32, device="cpu")
+        out = self.policy.action_norm.unnormalize(normalized).numpy()
         return np.clip(out.astype(np.float64), self.env_low, self.env_high)
 
     def to_normalized(self, env_action: np.ndarray) -> np.ndarray:
-        out = self.policy.action_norm.normalize(torch.as_tensor(np.asarray(env_action), dtype=torch.float32))
+        env_action = torch.as_tensor(np.asarray(env_action), dtype=torch.float32, device="cpu")
+        out = self.policy.action_norm.normalize(env_action)
         return out.clamp(-1.0, 1.0).numpy().astype(np.float64)

@@ -46,7 +46,10 @@ class NoiseActionEnv(DiffusionBaseWrapper):
         return {"state": history.reshape(history.shape[0], self.policy.cfg.obs_horizon, -1)}
 
     def noise_of(self, action: np.ndarray | torch.Tensor) -> torch.Tensor:
-        a = torch.as_tensor(np.asarray(action), dtype=torch.float32).clamp(-1.0, 1.0)
+        if isinstance(action, torch.Tensor):  # a learner's batch stays on its device
+            a = action.to(torch.float32).clamp(-1.0, 1.0)
+        else:
+            a = torch.as_tensor(np.asarray(action), dtype=torch.float32, device="cpu").clamp(-1.0, 1.0)
         return self.bound * a.reshape(-1, *self.policy.chunk_shape)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -22,12 +22,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from robot_rl.agents.diffusion import DiffusionPolicy
 from robot_rl.agents.nets import EnsembleMLP, soft_update
 from robot_rl.agents.obs_encoder import ObsEncoder
 from robot_rl.agents.sac import SACAgent, actor_step, make_optimizers, update
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.envs.noise_action import NoiseActionEnv
 from robot_rl.errors import ConfigError
+from robot_rl.learning.device import module_device, to_device
 from robot_rl.learning.policy import run_episodes, success_of
 
 
@@ -135,27 +137,32 @@ class ActionCritic(torch.nn.Module):
         self.target = copy.deepcopy(self.q).requires_grad_(False)
 
 
-def executed_chunk(env: NoiseActionEnv, history: torch.Tensor, noise_action: torch.Tensor) -> torch.Tensor:
+def executed_chunk(env: NoiseActionEnv, history: torch.Tensor, noise_action: torch.Tensor, *,
+                   base: DiffusionPolicy | None = None) -> torch.Tensor:
     """(B, action_horizon · A): the base's executed actions for noise actions in [−1, 1],
-    in the base's normalized units."""
-    chunk = env.policy.sample(env.history_batch(history), env.noise_of(noise_action))
-    start = env.policy.cfg.obs_horizon - 1
-    executed = chunk[:, start:start + env.policy.cfg.action_horizon]
-    return env.policy.action_norm.normalize(executed).clamp(-1, 1).flatten(1)
+    in the base's normalized units. `base`: a copy of `env.policy` on the learner's device (None:
+    `env.policy` itself, on the CPU where the env acts)."""
+    policy = env.policy if base is None else base
+    chunk = policy.sample(env.history_batch(history), env.noise_of(noise_action))
+    start = policy.cfg.obs_horizon - 1
+    executed = chunk[:, start:start + policy.cfg.action_horizon]
+    return policy.action_norm.normalize(executed).clamp(-1, 1).flatten(1)
 
 
 def na_losses(agent: SACAgent, qa: ActionCritic, env: NoiseActionEnv, batch: dict, cfg: DSRLConfig,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(action-critic TD loss, noise-critic distillation loss, metrics)."""
+              generator: torch.Generator | None = None, *,
+              base: DiffusionPolicy | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(action-critic TD loss, noise-critic distillation loss, metrics: detached tensors).
+    `base`: the diffusion base on the agent's device (see `executed_chunk`)."""
     sac = cfg.sac
     features = agent.encoder(batch["obs"])
     with torch.no_grad():
         next_features = agent.encoder(batch["next_obs"])
         next_noise, _ = agent.actor.sample(next_features)
-        next_exec = executed_chunk(env, batch["next_obs"]["state"], next_noise)
+        next_exec = executed_chunk(env, batch["next_obs"]["state"], next_noise, base=base)
         members = None
         if sac.critic_subsample is not None and sac.critic_subsample < sac.n_critics:
-            members = torch.randperm(sac.n_critics)[: sac.critic_subsample]
+            members = torch.randperm(sac.n_critics, device=features.device)[: sac.critic_subsample]
         next_q = qa.target(torch.cat([next_features, next_exec], -1), members).squeeze(-1).min(0).values
         target = batch["reward"] + sac.discount * batch["mask"] * next_q
     q = qa.q(torch.cat([features, batch["executed"]], -1)).squeeze(-1)
@@ -163,19 +170,20 @@ def na_losses(agent: SACAgent, qa: ActionCritic, env: NoiseActionEnv, batch: dic
     # Distill: Q_W(s, w) ≈ Q_A(s, π_dp(s, w)) for w ~ N(0, I) within the bound.
     with torch.no_grad():
         b = features.shape[0]
-        w = torch.randn((b, agent.action_dim), generator=generator).clamp(-cfg.noise_bound, cfg.noise_bound)
-        w_action = w / cfg.noise_bound
-        exec_w = executed_chunk(env, batch["obs"]["state"], w_action)
+        w = torch.randn((b, agent.action_dim), generator=generator,  # drawn where the generator lives
+                        device=generator.device if generator is not None else features.device).to(features.device)
+        w_action = w.clamp(-cfg.noise_bound, cfg.noise_bound) / cfg.noise_bound
+        exec_w = executed_chunk(env, batch["obs"]["state"], w_action, base=base)
         distill_target = qa.q(torch.cat([features.detach(), exec_w], -1)).squeeze(-1).mean(0)
     qw = agent.critic(torch.cat([features.detach(), w_action], -1)).squeeze(-1)
     distill = ((qw - distill_target.unsqueeze(0)) ** 2).mean(1).sum()
-    return td, distill, {"action_critic_loss": td.item() / sac.n_critics, "noise_critic_loss": distill.item() / sac.n_critics,
-                         "q_action_mean": q.mean().item()}
+    return td, distill, {"action_critic_loss": td.detach() / sac.n_critics,
+                         "noise_critic_loss": distill.detach() / sac.n_critics, "q_action_mean": q.detach().mean()}
 
 
 def na_update(agent: SACAgent, qa: ActionCritic, opts: dict, env: NoiseActionEnv, batch: dict, cfg: DSRLConfig,
-              generator: torch.Generator | None = None) -> dict:
-    td, distill, metrics = na_losses(agent, qa, env, batch, cfg, generator)
+              generator: torch.Generator | None = None, *, base: DiffusionPolicy | None = None) -> dict:
+    td, distill, metrics = na_losses(agent, qa, env, batch, cfg, generator, base=base)
     opts["action_critic"].zero_grad(set_to_none=True)
     opts["critic"].zero_grad(set_to_none=True)
     (td + distill).backward()
@@ -199,10 +207,12 @@ def evaluate_noise_agent(agent: SACAgent, env: NoiseActionEnv, episodes: int, se
                          stochastic: bool = False) -> dict:
     """Deterministic (mean noise; sampled with `stochastic`) episodes: success rate, mean primitive
     steps, and mean primitive steps of the successful episodes (None if none)."""
+    device = module_device(agent)
+
     def act(obs) -> np.ndarray:
         with torch.no_grad():
-            return agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)},
-                             deterministic=not stochastic)[0].numpy()
+            return agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0).to(device)},
+                             deterministic=not stochastic)[0].cpu().numpy()
 
     return run_episodes(env, act, episodes, seed, steps_of=lambda info: info["primitive_steps"])
 
@@ -212,13 +222,17 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
                on_eval: Callable[[int, dict], None] | None = None,
                on_step: Callable[[int, dict], None] | None = None,
                checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10_000,
-               restore: dict | None = None) -> dict:
+               restore: dict | None = None, device: torch.device = torch.device("cpu")) -> dict:
     """Train until `env_steps` primitive env steps; evaluate every `eval_every` (and at 0 and the end).
 
     `checkpoint(state)` receives the whole training state (networks, optimizers, the replay, RNGs,
     counters, evaluations) at the first chunk past every `checkpoint_every` env steps and at the
     end; `restore` (such a state) continues from it. The env cannot be saved: a restored run
     starts a fresh episode, the steps of the episode in flight at the checkpoint stay counted.
+
+    `device`: where the agent (and DSRL-NA's action critic and a copy of the base) train; the envs
+    and their base act on the CPU, replay stays in host memory, and random draws come from CPU
+    generators (the same run on any device).
     """
     if variant not in ("sac", "na"):
         raise ValueError(f"variant must be 'sac' or 'na', got {variant!r}")
@@ -226,13 +240,14 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    agent = make_noise_agent(env, cfg)
+    agent = make_noise_agent(env, cfg).to(device)
     opts = make_optimizers(agent, cfg.sac)
     obs_dim = env.observation_space["history"].shape[0]
     exec_dim = env.policy.cfg.action_horizon * env.policy.action_dim
-    qa = None
+    qa = base = None
     if variant == "na":
-        qa = ActionCritic(obs_dim, exec_dim, cfg)
+        qa = ActionCritic(obs_dim, exec_dim, cfg).to(device)
+        base = None if device.type == "cpu" else copy.deepcopy(env.policy).to(device)
         opts["action_critic"] = torch.optim.Adam(qa.q.parameters(), lr=cfg.sac.lr)
     capacity = env_steps + 16
     replay = ChunkReplay(capacity, obs_dim, agent.action_dim, exec_dim)
@@ -281,8 +296,8 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     while steps < env_steps:
         with torch.no_grad():
-            action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0)}, deterministic=False,
-                               generator=gen)[0].numpy()
+            action = agent.act({"state": torch.from_numpy(obs["history"]).unsqueeze(0).to(device)},
+                               deterministic=False, generator=gen)[0].cpu().numpy()
         next_obs, reward, terminated, truncated, info = env.step(action)
         executed = env.to_normalized(info["executed_actions"]).astype(np.float32)
         if executed.shape[0] < env.policy.cfg.action_horizon:  # episode ended mid-chunk: pad with the last action
@@ -297,11 +312,12 @@ def train_dsrl(env: NoiseActionEnv, eval_env: NoiseActionEnv, cfg: DSRLConfig, *
         if chunk_steps >= cfg.learning_starts:
             update_debt += utd
             while update_debt >= 1.0:
-                batch = replay.sample(cfg.sac.batch_size * (cfg.sac.critic_updates_per_actor_update if variant == "sac" else 1), rng)
+                batch = to_device(replay.sample(cfg.sac.batch_size * (cfg.sac.critic_updates_per_actor_update
+                                                                      if variant == "sac" else 1), rng), device)
                 if variant == "sac":
                     metrics = update(agent, opts, batch, cfg.sac)
                 else:
-                    metrics = na_update(agent, qa, opts, env, batch, cfg, gen)
+                    metrics = na_update(agent, qa, opts, env, batch, cfg, gen, base=base)
                 updates += 1
                 update_debt -= 1.0
         if on_step is not None:

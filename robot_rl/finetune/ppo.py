@@ -20,7 +20,9 @@ from torch import nn
 from robot_rl.agents.nets import mlp
 from robot_rl.agents.obs_encoder import STATE_STD_FLOOR
 from robot_rl.agents.obs_layout import ObsLayout
+from robot_rl.agents.sac import host_metrics
 from robot_rl.agents.sac_config import residual_scales
+from robot_rl.learning.device import module_device, to_device
 from robot_rl.learning.policy import run_episodes
 
 
@@ -122,16 +124,17 @@ def ppo_loss(model: ResidualActorCritic, batch: dict, cfg: PPOConfig) -> tuple[t
     value_loss = ((model.value(batch["state"]) - batch["return"]) ** 2).mean()
     entropy = dist.entropy().sum(-1).mean()
     loss = -surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
-    return loss, {"policy_loss": -surrogate.item(), "value_loss": value_loss.item(), "entropy": entropy.item(),
-                  "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().item()}
+    return loss, {"policy_loss": -surrogate.detach(), "value_loss": value_loss.detach(), "entropy": entropy.detach(),
+                  "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean()}
 
 
 def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOConfig, *, env_steps: int,
               eval_fn: Callable[[ResidualActorCritic, int], dict] | None = None, eval_every: int = 50_000,
               seed: int = 0, on_rollout: Callable[[int, dict], None] | None = None,
               checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 10_000,
-              restore: dict | None = None) -> dict:
-    """Train until `env_steps` env steps (over all envs). `make_env(i)` builds env i (in a worker
+              restore: dict | None = None, device: torch.device = torch.device("cpu")) -> dict:
+    """Train until `env_steps` env steps (over all envs) with the model on `device` (the envs on
+    the CPU: each rollout step sends states there and brings the actions back). `make_env(i)` builds env i (in a worker
     process with `cfg.async_envs`, so it must not rely on state shared with this process).
 
     `checkpoint(state)` receives the training state after the first rollout past every
@@ -147,7 +150,7 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
     else:
         envs = gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     action_dim = envs.single_action_space.shape[0]
-    model = ResidualActorCritic(layout.state_dim, action_dim, cfg)
+    model = ResidualActorCritic(layout.state_dim, action_dim, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
 
     def states(obs) -> np.ndarray:
@@ -159,7 +162,7 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
         obs, _ = envs.reset(seed=seed)
         s = states(obs)
         with torch.no_grad():  # standardize with the first observations (the base action stays unscaled)
-            first = torch.from_numpy(s)
+            first = torch.from_numpy(s).to(device)
             model.state_mean.copy_(first.mean(0))
             model.state_inv_std.copy_(1.0 / first.std(0).clamp_min(STATE_STD_FLOOR) if cfg.num_envs > 1
                                       else torch.ones_like(first[0]))
@@ -186,13 +189,13 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
                 next_eval += eval_every
             buf = {k: [] for k in ("state", "action", "log_prob", "reward", "value", "next_value", "terminated", "done")}
             for _ in range(cfg.rollout_steps):
-                st = torch.from_numpy(s)
+                st = to_device(s, device)
                 with torch.no_grad():
                     dist = model.dist(st)
                     action = dist.sample()
                     log_prob = dist.log_prob(action).sum(-1)
                     value = model.value(st)
-                obs, reward, terminated, truncated, info = envs.step(action.clamp(-1, 1).numpy())
+                obs, reward, terminated, truncated, info = envs.step(action.clamp(-1, 1).cpu().numpy())
                 next_s = states(obs)
                 done = np.logical_or(terminated, truncated)
                 true_next = next_s.copy()
@@ -201,11 +204,11 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
                         true_next[i] = layout.state_vector(_index(info["final_obs"], i))
                         successes.append(bool(_index(info["final_info"], i).get("success", False)))
                 with torch.no_grad():
-                    next_value = model.value(torch.from_numpy(true_next))
+                    next_value = model.value(to_device(true_next, device))
+                flags = to_device({"reward": np.asarray(reward, np.float32), "done": done.astype(np.float32),
+                                   "terminated": np.asarray(terminated, np.float32)}, device)
                 for k, v in (("state", st), ("action", action), ("log_prob", log_prob), ("value", value),
-                             ("next_value", next_value), ("reward", torch.as_tensor(reward, dtype=torch.float32)),
-                             ("terminated", torch.as_tensor(terminated, dtype=torch.float32)),
-                             ("done", torch.as_tensor(done, dtype=torch.float32))):
+                             ("next_value", next_value), *flags.items()):
                     buf[k].append(v)
                 s = next_s
                 steps += cfg.num_envs
@@ -219,7 +222,7 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
             mb = n // cfg.minibatches
             metrics = {}
             for _ in range(cfg.epochs):
-                perm = torch.randperm(n)
+                perm = torch.randperm(n, device=device)
                 for start in range(0, n - mb + 1, mb):
                     idx = perm[start:start + mb]
                     loss, metrics = ppo_loss(model, {k: v[idx] for k, v in flat.items()}, cfg)
@@ -227,6 +230,7 @@ def train_ppo(make_env: Callable[[int], gym.Env], layout: ObsLayout, cfg: PPOCon
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     opt.step()
+            metrics = host_metrics(metrics)  # one wait for the device per rollout
             metrics["train_success_rate"] = float(np.mean(successes[-50:])) if successes else None
             if on_rollout is not None:
                 on_rollout(steps, metrics)
@@ -245,11 +249,13 @@ def evaluate_residual(model: ResidualActorCritic, env, layout: ObsLayout, episod
                       stochastic: bool = False) -> dict:
     """Episodes of base + residual on one `ResidualEnv`: the residual's mean (or a sample, with
     `stochastic`). Success rate, mean steps, and mean steps of the successful episodes (None if none)."""
+    device = module_device(model)
+
     def act(obs) -> np.ndarray:
         with torch.no_grad():
-            dist = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0))
+            dist = model.dist(torch.from_numpy(layout.state_vector(obs)).unsqueeze(0).to(device))
             action = (dist.sample() if stochastic else dist.mean)[0]
-        return action.clamp(-1, 1).numpy()
+        return action.clamp(-1, 1).cpu().numpy()
 
     return run_episodes(env, act, episodes, seed)
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robot_rl.agents.diffusion_checkpoint import BaseCheckpoint, load_base
+from robot_rl.agents.sac import host_metrics
 from robot_rl.agents.sac_config import SACConfig
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
@@ -35,6 +36,7 @@ from robot_rl.errors import ConfigError
 from robot_rl.finetune.dsrl import DSRLConfig, train_dsrl
 from robot_rl.finetune.ppo import PPOConfig, evaluate_residual, residual_layout, train_ppo
 from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
+from robot_rl.learning.device import check_device_name, resolve_device
 from robot_rl.learning.metrics import MetricsWriter, read_metrics
 from robot_rl.learning.run_dir import RunDir
 from robot_rl.learning.train import TrainCommand, run_train
@@ -98,8 +100,13 @@ class FinetuneConfig:
     checkpoint_every: int = 10_000
     """residual-ppo and DSRL: env steps between checkpoints (DSRL's hold its whole replay: a few MB
     per 10k env steps on state observations)."""
+    device: str = "cpu"
+    """Where the networks train: cpu, cuda, cuda:N or auto (CUDA when torch sees one): residual-sac's
+    learner, DSRL's agent, residual-ppo's model. Envs, the base they act with and residual-sac's
+    actor stay on the CPU."""
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if self.env_steps < 1 or self.eval_every < 1 or self.eval_episodes < 0:
             raise ConfigError("env_steps and eval_every must be ≥ 1, eval_episodes ≥ 0")
         if self.method != "residual-sac" and (self.server is not None or self.intervention != "none"):
@@ -122,6 +129,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.task is not None and cfg.task != base.task:
         raise ConfigError(f"base {cfg.base} was trained on {base.task!r}, not {cfg.task!r}")
     cfg = replace(cfg, task=base.task)
+    resolve_device(cfg.device)  # a missing CUDA device fails before any env starts
     setup_torch(cfg.torch_threads)
     base_eval = (base.extra.get("evaluation") or {}).get("success_rate")
     t0 = time.monotonic()
@@ -141,7 +149,7 @@ def _residual_sac(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
                        agent=cfg.residual, base=cfg.base, env_steps=cfg.env_steps, eval_every=cfg.eval_every,
                        eval_episodes=cfg.eval_episodes, intervention=cfg.intervention, seed=cfg.seed,
                        run=cfg.run_name, runs_dir=cfg.runs_dir, env_kwargs=json.dumps(kwargs),
-                       torch_threads=cfg.torch_threads,
+                       torch_threads=cfg.torch_threads, device=cfg.device,
                        learning_starts=cfg.learning_starts, utd=cfg.utd,
                        residual_enable_episodes=cfg.enable_over_episodes, demos=cfg.demos, max_lead_steps=None if cfg.server else 250,
                        resume=cfg.resume)
@@ -168,17 +176,19 @@ def _dsrl(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
             run.progress.advance(step)
             if m and step - last_log[0] >= 1_000:
                 last_log[0] = step
-                run.metrics.write("train", step, m)
+                run.metrics.write("train", step, host_metrics(m))  # the one wait for the device per log line
 
         try:
             out = train_dsrl(env, eval_env, cfg.dsrl, variant=variant, env_steps=cfg.env_steps,
                              eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, seed=cfg.seed,
                              on_eval=run.record_eval, on_step=on_step, checkpoint=run.checkpoint,
-                             checkpoint_every=cfg.checkpoint_every, restore=run.restore)
+                             checkpoint_every=cfg.checkpoint_every, restore=run.restore,
+                             device=resolve_device(cfg.device))
         finally:
             env.close()
             eval_env.close()
-        run.save_final({"agent": out["agent"].state_dict(), "env_steps": out["env_steps"]})
+        run.save_final({"agent": {k: v.cpu() for k, v in out["agent"].state_dict().items()},  # loads anywhere
+                        "env_steps": out["env_steps"]})
     return {"env_steps": out["env_steps"], "updates": out["updates"], "evals": [success_point(e) for e in out["evals"]]}
 
 
@@ -211,10 +221,12 @@ def _residual_ppo(cfg: FinetuneConfig, base: BaseCheckpoint) -> dict:
         try:
             out = train_ppo(make_env, layout, cfg.ppo, env_steps=cfg.env_steps, eval_fn=eval_fn,
                             eval_every=cfg.eval_every, seed=cfg.seed, on_rollout=on_rollout, checkpoint=run.checkpoint,
-                            checkpoint_every=cfg.checkpoint_every, restore=run.restore)
+                            checkpoint_every=cfg.checkpoint_every, restore=run.restore,
+                            device=resolve_device(cfg.device))
         finally:
             eval_env.close()
-        run.save_final({"model": out["model"].state_dict(), "env_steps": out["env_steps"]})
+        run.save_final({"model": {k: v.cpu() for k, v in out["model"].state_dict().items()},  # loads anywhere
+                        "env_steps": out["env_steps"]})
     evals = out["evals"] if cfg.eval_episodes else []
     return {"env_steps": out["env_steps"], "evals": [success_point(e) for e in evals]}
 

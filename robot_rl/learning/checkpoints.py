@@ -95,8 +95,9 @@ def latest_checkpoint_path(run_dir: RunDir | str | Path) -> Path | None:
     return numbered[-1][1] if numbered else None
 
 
-def load_latest_checkpoint(run_dir: RunDir | str | Path, *, map_location: str = "cpu") -> dict[str, Any] | None:
+def load_latest_checkpoint(run_dir: RunDir | str | Path, *, map_location: Any = "cpu") -> dict[str, Any] | None:
     """The newest checkpoint's state (torch.load with weights_only=True), or None if there is none.
+    Its tensors land on `map_location` (a device or its name), whichever device saved them.
 
     Raises:
         RobotRLError: the file exists but cannot be loaded.

@@ -23,8 +23,11 @@ EMBED_BATCH = 32
 class Ingestor:
     """Owns the online and demo buffers. One thread (the learner's)."""
 
-    def __init__(self, agent: SACAgent, layout: ObsLayout, cfg: TrainConfig) -> None:
+    def __init__(self, agent: SACAgent, layout: ObsLayout, cfg: TrainConfig, *,
+                 device: torch.device = torch.device("cpu")) -> None:
         self.agent, self.layout, self.cfg = agent, layout, cfg
+        self.device = device
+        """The agent's device: frames go there to be embedded, embeddings come back to host memory."""
         self.embed = cfg.obs == "pixels" and agent.encoder.frozen
         fields = {"state": FieldSpec((layout.state_dim,), "float32")}
         for name, vector in layout.named_vectors(np.zeros(layout.state_dim, np.float32)).items():
@@ -143,8 +146,8 @@ class Ingestor:
             cam = path[-1]
             for start in range(0, len(raws), EMBED_BATCH):
                 chunk = raws[start:start + EMBED_BATCH]
-                images = torch.from_numpy(np.stack([r[f"images/{cam}"] for r in chunk]))
-                emb = self.agent.encoder.embed(cam, images).numpy()
+                images = torch.from_numpy(np.stack([r[f"images/{cam}"] for r in chunk])).to(self.device)
+                emb = self.agent.encoder.embed(cam, images).cpu().numpy()
                 for i, e in enumerate(emb):
                     out[start + i][f"embeddings/{cam}"] = e
         return out

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import zmq
 
-from robot_rl.agents.sac import compile_critics, make_optimizers, update
+from robot_rl.agents.sac import compile_critics, host_metrics, make_optimizers, update
 from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import iter_episodes
@@ -29,6 +29,7 @@ from robot_rl.errors import ConfigError
 from robot_rl.learning import wire
 from robot_rl.learning.checkpoints import checkpoint_name, load_latest_checkpoint, save_checkpoint
 from robot_rl.learning.config import TrainConfig, make_agent
+from robot_rl.learning.device import resolve_device, to_device
 from robot_rl.learning.ingest import Ingestor
 from robot_rl.learning.metrics import MetricsWriter
 from robot_rl.learning.policy import acting_state
@@ -52,6 +53,8 @@ class Learner:
         self.cfg = cfg
         self.status = status or RunStatus(cfg.run_name, cfg.env_steps)
         """What the run's progress display shows (the learner keeps it current)."""
+        self.device = resolve_device(cfg.device)
+        """Where the agent, its targets, optimizers and each sampled batch live (replay stays in host memory)."""
         setup_torch(cfg.torch_threads, matmul_precision=cfg.matmul_precision)
         torch.manual_seed(cfg.seed)  # identical frozen-backbone init in actor and learner
         self.base = cfg.load_base()
@@ -62,14 +65,15 @@ class Learner:
             self.action_dim = action_dim_of(env)
         finally:
             env.close()
-        self.agent = make_agent(cfg, self.layout, self.action_dim)
+        # Built on the CPU (the same initial weights as the actor's), then moved.
+        self.agent = make_agent(cfg, self.layout, self.action_dim).to(self.device)
         self.opts = make_optimizers(self.agent, cfg.agent)
         if cfg.compile:
             compile_critics(self.agent)
         self.run_dir = RunDir(cfg.run_name, root=cfg.runs_dir, resume=resume, config=cfg,
                               resume_may_differ=("resume", "env_steps", "eval_every", "eval_episodes", "compile"))
         self.metrics = MetricsWriter(self.run_dir)
-        self.ingest = Ingestor(self.agent, self.layout, cfg)
+        self.ingest = Ingestor(self.agent, self.layout, cfg, device=self.device)
         self.sampler = MixedSampler(self.ingest.online, self.ingest.demo, demo_fraction=cfg.demo_fraction,
                                     seed=cfg.seed, n_step=cfg.agent.n_step, discount=cfg.agent.discount)
         self.step_log = StepLog(self.run_dir.path / "replay")
@@ -130,7 +134,7 @@ class Learner:
                                  scale=self.cfg.agent.residual_scales(base.policy.action_dim))
 
     def _restore(self) -> None:
-        ckpt = load_latest_checkpoint(self.run_dir)
+        ckpt = load_latest_checkpoint(self.run_dir, map_location=self.device)  # saved on any device
         if ckpt is not None:  # before replaying steps, whose observations a changed env would not fit either
             self.layout.check_matches(ckpt.get("obs_layout"), what=f"run {self.run_dir.path}")
         n = 0
@@ -249,7 +253,7 @@ class Learner:
             self._update_status()
         self._checkpoint()
         self._publish()
-        self.metrics.write("train", self.env_steps, {**self._train_metrics, "pretrain_done": 1.0},
+        self.metrics.write("train", self.env_steps, {**host_metrics(self._train_metrics), "pretrain_done": 1.0},
                            update=self.update_count)
 
     def _train_step(self) -> None:
@@ -260,21 +264,21 @@ class Learner:
         if self.update_count == 0 and not self._normalized:
             self._normalize()
         k = self.cfg.agent.critic_updates_per_actor_update
-        batch = _to_torch(self.sampler.sample(self.cfg.agent.batch_size * k))
+        batch = to_device(self.sampler.sample(self.cfg.agent.batch_size * k), self.device)
         self.agent.train()
         self._train_metrics = update(self.agent, self.opts, batch, self.cfg.agent)
         self.update_count += 1
         if self.update_count % self.cfg.weights_every == 0:
             self._publish()
         if self.update_count % self.cfg.log_every == 0:
-            self.metrics.write("train", self.env_steps, self._train_metrics, update=self.update_count)
+            self.metrics.write("train", self.env_steps, host_metrics(self._train_metrics), update=self.update_count)
         if self.update_count % self.cfg.checkpoint_every == 0:
             self._checkpoint()
 
     def _normalize(self) -> None:
         """Fix the state standardization from everything collected so far (demos + first steps)."""
         parts = [b.transitions()["obs"]["state"] for b in (self.ingest.demo, self.ingest.online) if len(b)]
-        states = torch.from_numpy(np.concatenate(parts))
+        states = torch.from_numpy(np.concatenate(parts)).to(self.device)
         self.agent.encoder.set_state_normalization(states)
         self.agent.target_encoder.load_state_dict(self.agent.encoder.state_dict())
         self._normalized = True
@@ -368,9 +372,3 @@ class Learner:
         self.pub.close(0)
         self.metrics.close()
         self.run_dir.close()
-
-
-def _to_torch(tree):
-    if isinstance(tree, dict):
-        return {k: _to_torch(v) for k, v in tree.items()}
-    return torch.from_numpy(np.ascontiguousarray(tree))

@@ -27,7 +27,8 @@ def policy_action(agent: SACAgent, batch: dict[str, torch.Tensor], *, determinis
 
 def acting_state(agent: SACAgent) -> dict[str, np.ndarray]:
     """What an actor needs to act: the encoder's trainable parts, the actor head and the gripper
-    critic. Frozen backbone weights are not sent (both sides build them identically)."""
+    critic. Frozen backbone weights are not sent (both sides build them identically). Always CPU
+    arrays, whatever device the learner trains on (actors act on the CPU)."""
     frozen = {name for name, p in agent.named_parameters() if not p.requires_grad}
     out = {}
     for name, value in agent.state_dict().items():
@@ -35,7 +36,7 @@ def acting_state(agent: SACAgent) -> dict[str, np.ndarray]:
             continue
         if ".backbone." in name and agent.encoder.frozen:
             continue  # frozen backbones' BatchNorm buffers never change either
-        out[name] = value.detach().to(torch.float32).numpy().copy()
+        out[name] = value.detach().to("cpu", torch.float32).numpy().copy()
     return out
 
 

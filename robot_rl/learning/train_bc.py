@@ -27,8 +27,13 @@ from robot_rl.data.episodes import iter_episodes, read_meta
 from robot_rl.envs.actions import action_dim_of
 from robot_rl.envs.make import EnvConfig, layout_of, make_env
 from robot_rl.errors import ConfigError
+from robot_rl.learning.device import check_device_name, resolve_device, to_device
 from robot_rl.learning.ingest import check_demo_compatible
 from robot_rl.learning.policy import run_episodes
+
+LOG_EVERY = 50
+"""Steps between progress updates: the only points where training waits for the device (losses)."""
+
 
 @dataclass(frozen=True)
 class TrainBCConfig:
@@ -52,8 +57,12 @@ class TrainBCConfig:
     """Episodes on the embedded twin after training (0: skip)."""
     seed: int = 0
     torch_threads: int = 2
+    device: str = "cpu"
+    """Training device: cpu, cuda, cuda:N or auto (CUDA when torch sees one). Demos stay in host
+    memory; evaluation and the saved checkpoint are on the CPU."""
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if self.episodes is not None and self.episodes < 1:
             raise ConfigError(f"episodes must be ≥ 1, got {self.episodes}")
         if self.eval_episodes < 0:
@@ -136,6 +145,41 @@ def evaluate_base(policy: DiffusionPolicy, env, layout: ObsLayout, episodes: int
 # ---- training ----------------------------------------------------------------------------------------------
 
 
+def fit(policy: DiffusionPolicy, data: ChunkDataset, dcfg: DiffusionConfig, *, device: torch.device,
+        seed: int = 0, on_log=None) -> list[float]:
+    """Train `policy` (moved to `device`, normalization already fitted) for `dcfg.steps` steps of
+    AdamW with warm-up and cosine decay, clipping and EMA; returns the loss of every step.
+
+    Batches are drawn in host memory and sent to `device` each step; losses stay on the device
+    and come back every `LOG_EVERY` steps, when `on_log(step, recent_losses)` is called."""
+    policy.to(device).train()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=dcfg.lr, weight_decay=dcfg.weight_decay)
+    warmup = min(500, dcfg.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * min(s / dcfg.steps, 1.0))))
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    losses: list[float] = []
+    pending: list[torch.Tensor] = []
+    for step in range(dcfg.steps):
+        obs, actions = to_device(data.batch(rng.integers(0, len(data), dcfg.batch_size)), device)
+        loss = policy.loss(obs, actions, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        policy.update_ema()
+        pending.append(loss.detach())
+        if step % LOG_EVERY == 0 or step == dcfg.steps - 1:
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+            if on_log is not None:
+                on_log(step, losses[-LOG_EVERY:])
+    return losses
+
+
 def run(cfg: TrainBCConfig) -> dict[str, Any]:
 
     setup_torch(cfg.torch_threads)
@@ -154,33 +198,16 @@ def run(cfg: TrainBCConfig) -> dict[str, Any]:
                                  cameras=layout.camera_names if cfg.obs == "pixels" else (),
                                  encoder=cfg.encoder if cfg.obs == "pixels" else None)
         policy.fit_normalization(torch.from_numpy(data.states), torch.from_numpy(data.actions))
-        params = [p for p in policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=dcfg.lr, weight_decay=dcfg.weight_decay)
-        warmup = min(500, dcfg.steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * min(s / dcfg.steps, 1.0))))
-        rng = np.random.default_rng(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        losses: list[float] = []
+        device = resolve_device(cfg.device)
         t0 = time.monotonic()
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True), transient=False) as progress:  # stdout: the JSON result
             bar = progress.add_task(f"train-bc {task}", total=dcfg.steps, info="")
-            policy.train()
-            for step in range(dcfg.steps):
-                obs, actions = data.batch(rng.integers(0, len(data), dcfg.batch_size))
-                loss = policy.loss(obs, actions, generator=gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                policy.update_ema()
-                losses.append(loss.item())
-                if step % 50 == 0 or step == dcfg.steps - 1:
-                    progress.update(bar, completed=step + 1, info=f"loss {np.mean(losses[-50:]):.4f}")
-            policy.eval()
+            losses = fit(policy, data, dcfg, device=device, seed=cfg.seed,
+                         on_log=lambda step, recent: progress.update(bar, completed=step + 1,
+                                                                     info=f"loss {np.mean(recent):.4f}"))
+            policy.to("cpu").eval()  # evaluated and saved on the CPU, as actors and fine-tuning runs load it
             train_s = time.monotonic() - t0
             evaluation = None
             if cfg.eval_episodes:

@@ -131,8 +131,10 @@ def augment_frames(frames: torch.Tensor, *, shift_px: int, jitter: float, genera
     about the frame mean and brightness ±jitter·255 (lighting on a real cell drifts over a day)."""
     x = random_shift(frames.permute(0, 3, 1, 2), shift_px, generator=generator).float()
     b = x.shape[0]
-    contrast = 1.0 + jitter * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
-    brightness = 255.0 * jitter * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+    # Drawn where the generator lives (a CPU generator gives the same draws for any device), used on x's device.
+    contrast = 1.0 + jitter * (2 * torch.rand(b, 1, 1, 1, generator=generator, device=generator.device) - 1)
+    brightness = 255.0 * jitter * (2 * torch.rand(b, 1, 1, 1, generator=generator, device=generator.device) - 1)
+    contrast, brightness = contrast.to(x.device), brightness.to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean + brightness
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

@@ -24,6 +24,7 @@ from robot_rl.config import to_dict
 from robot_rl.cpu import setup_torch
 from robot_rl.data.episodes import read_meta
 from robot_rl.errors import ConfigError
+from robot_rl.learning.device import check_device_name, resolve_device, to_device
 from robot_rl.rewards.data import augment_frames, load_frames, split_episodes
 from robot_rl.rewards.evaluate import binary_metrics, episode_false_fires, predict
 
@@ -77,8 +78,12 @@ class ClassifierConfig:
     torch_threads: int | None = 1
     """torch.set_num_threads for training (None: torch's default). 1 ran 3× faster than 2 on a
     2-core machine shared with another run; try 2 on an idle one."""
+    device: str = "cpu"
+    """Training device: cpu, cuda, cuda:N or auto (CUDA when torch sees one). Frames stay in host
+    memory; the threshold is chosen and the checkpoint saved on the CPU."""
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if isinstance(self.data, str) or not self.data:
             raise ConfigError(f"data must be a non-empty list of recording folders, got {self.data!r}")
         if self.cameras is not None and (not self.cameras or len(set(self.cameras)) != len(self.cameras)):
@@ -148,29 +153,9 @@ def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
              "%.1f s", len(data.labels), len(train_idx), n_pos, n_neg, len(held_idx), len(data.episode_names),
              cameras, load_s)
     model = SuccessClassifier(cameras, cfg.encoder, hidden=cfg.hidden)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    # Balanced BCE: success frames are rare, and unweighted BCE would learn "never success".
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_neg / n_pos))
-    gen = torch.Generator().manual_seed(cfg.seed)
     t1 = time.monotonic()
-    loss_avg = float("nan")
-    for epoch in range(cfg.epochs):
-        model.train()
-        losses = []
-        for batch in torch.randperm(len(train_idx), generator=gen).split(cfg.batch_size):
-            i = train_idx[batch.numpy()]
-            images = {c: torch.from_numpy(data.images[c][i]) for c in cameras}
-            if cfg.augment:
-                images = {c: augment_frames(v, shift_px=cfg.shift_px, jitter=cfg.jitter, generator=gen)
-                          for c, v in images.items()}
-            loss = loss_fn(model(images), torch.from_numpy(data.labels[i]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        loss_avg = float(np.mean(losses))
-        log.info("classifier epoch %d/%d: train loss %.4f (%.0f s)", epoch + 1, cfg.epochs, loss_avg,
-                 time.monotonic() - t1)
+    loss_avg = fit_classifier(model, data.images, data.labels, train_idx, cfg, device=resolve_device(cfg.device))
+    model.to("cpu")  # threshold choice, scoring and the checkpoint on the CPU, where envs run it
     train_s = time.monotonic() - t1
     p_held = predict(model, data.images, held_idx)
     y_held = data.labels[held_idx]
@@ -199,6 +184,41 @@ def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
         log.warning("classifier: held-out fpr %.3f is above target %.3f even at threshold %.2f: record more "
                     "failure frames like the false positives, or train longer", at["fpr"], cfg.target_fpr, threshold)
     return report
+
+
+def fit_classifier(model: SuccessClassifier, images: dict[str, np.ndarray], labels: np.ndarray,
+                   train_idx: np.ndarray, cfg: ClassifierConfig, *, device: torch.device) -> float:
+    """Train `model` (moved to `device`) for `cfg.epochs` epochs of balanced BCE on the frames
+    `images[cam][train_idx]` (uint8, host memory) and their 0/1 `labels`; returns the last epoch's
+    mean loss. Batches go to the device one at a time; the loss comes back once per epoch."""
+    model.to(device)
+    y_train = labels[train_idx]
+    n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    # Balanced BCE: success frames are rare, and unweighted BCE would learn "never success".
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_neg / max(n_pos, 1), device=device))
+    # Shuffles and augmentation draw on the CPU: the same run on any device.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t1 = time.monotonic()
+    loss_avg = float("nan")
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        for batch in torch.randperm(len(train_idx), generator=gen, device="cpu").split(cfg.batch_size):
+            i = train_idx[batch.numpy()]
+            frames, target = to_device(({c: images[c][i] for c in model.cameras}, labels[i]), device)
+            if cfg.augment:
+                frames = {c: augment_frames(v, shift_px=cfg.shift_px, jitter=cfg.jitter, generator=gen)
+                          for c, v in frames.items()}
+            loss = loss_fn(model(frames), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        loss_avg = torch.stack(losses).mean().item()  # one wait for the device per epoch
+        log.info("classifier epoch %d/%d: train loss %.4f (%.0f s)", epoch + 1, cfg.epochs, loss_avg,
+                 time.monotonic() - t1)
+    return loss_avg
 
 
 def run(cfg: ClassifierConfig) -> dict[str, Any]:
