@@ -23,6 +23,27 @@ HARDWARE_ENV = "ROBOT_RL_HARDWARE"
 """Set to 1 to run the tests marked `hardware` (they need a physical robot or camera)."""
 
 
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """After the summary: leave without native teardown when rclpy was loaded in this process.
+
+    Two full runs (1 607 tests) passed and then crashed with SIGSEGV in native teardown after
+    Python's finalization (no Python stack under PYTHONFAULTHANDLER); every smaller set that loads
+    rclpy exits cleanly, so the culprit is not pinned down yet (DDS participants' static
+    destructors are the suspect). The exit status stays the tests' own."""
+    if "rclpy" in sys.modules and _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `hardware` tests unless ROBOT_RL_HARDWARE=1: independent of `-m`, which a command
     line `-m "not slow"` would otherwise replace."""
